@@ -1,0 +1,266 @@
+/*
+ * internal.h — the data structures shared by the files of core/.
+ *
+ * Ownership in one paragraph: a loop (sched.c) owns its tasks, its run queue,
+ * its deadline heap (heap.c) and its stack cache (stack.c). Tasks own their
+ * stack and their failure record. Scopes (scope.c) are reference counted
+ * because other threads may cancel them; a scope is linked into a tree by
+ * `parent` pointers, and every scope keeps the list of its child scopes and
+ * of the tasks whose innermost scope it is, so that cancelling a scope can
+ * find exactly the tasks to wake. Groups (group.c) own their scope and the
+ * failure records of their failed children.
+ *
+ * Everything here is touched only by the thread that runs the loop, except
+ * the fields marked "atomic", which other threads may read or write.
+ */
+#ifndef BRAID_INTERNAL_H
+#define BRAID_INTERNAL_H
+
+#include "braid.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <uv.h>
+
+#include "ctx.h"
+
+#define BRAID__HIDDEN __attribute__((visibility("hidden")))
+#define BRAID__LIKELY(x) __builtin_expect(!!(x), 1)
+#define BRAID__UNLIKELY(x) __builtin_expect(!!(x), 0)
+#define BRAID__TLS __thread __attribute__((tls_model("initial-exec")))
+
+#define BRAID__CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+
+/* ---- allocation (alloc.c) ---- */
+BRAID__HIDDEN void *braid__alloc(size_t size);
+BRAID__HIDDEN void *braid__calloc(size_t size);
+BRAID__HIDDEN void *braid__realloc(void *p, size_t size);
+BRAID__HIDDEN void braid__free(void *p);
+BRAID__HIDDEN char *braid__strdup(const char *s);
+extern BRAID__HIDDEN atomic_int braid__loops_running;
+
+/* ---- intrusive doubly linked list ---- */
+typedef struct braid__link {
+  struct braid__link *prev, *next;
+} braid__link;
+
+static inline void braid__list_init(braid__link *head) { head->prev = head->next = head; }
+static inline bool braid__list_empty(const braid__link *head) { return head->next == head; }
+static inline void braid__list_push(braid__link *head, braid__link *n) {
+  n->prev = head->prev;
+  n->next = head;
+  head->prev->next = n;
+  head->prev = n;
+}
+static inline void braid__list_remove(braid__link *n) {
+  n->prev->next = n->next;
+  n->next->prev = n->prev;
+  n->prev = n->next = n;
+}
+
+/* ---- deadline heap (heap.c) ---- */
+enum { BRAID__TIMER_SCOPE = 1, BRAID__TIMER_SLEEP = 2 };
+#define BRAID__NOT_IN_HEAP UINT32_MAX
+
+typedef struct braid__timer {
+  braid_time_t when;
+  uint64_t seq; /* insertion order: equal deadlines fire FIFO */
+  uint32_t idx; /* position in the heap, or BRAID__NOT_IN_HEAP */
+  uint8_t kind;
+} braid__timer;
+
+typedef struct braid__heap {
+  braid__timer **items;
+  uint32_t len, cap;
+  uint64_t seq;
+} braid__heap;
+
+BRAID__HIDDEN int braid__heap_insert(braid__heap *h, braid__timer *t);
+BRAID__HIDDEN void braid__heap_remove(braid__heap *h, braid__timer *t);
+BRAID__HIDDEN void braid__heap_update(braid__heap *h, braid__timer *t);
+static inline braid__timer *braid__heap_top(const braid__heap *h) { return h->len ? h->items[0] : NULL; }
+BRAID__HIDDEN void braid__heap_free(braid__heap *h);
+
+/* ---- failures ---- */
+typedef struct braid__failure {
+  int code;
+  void *payload;
+  void (*dtor)(void *);
+  uint64_t task_id;
+  struct braid__failure *next;
+} braid__failure;
+
+BRAID__HIDDEN void braid__failure_drop_payload(braid__failure *f);
+
+/* ---- scopes (scope.c) ---- */
+enum { BRAID__SCOPE_NEW = 0, BRAID__SCOPE_ENTERED, BRAID__SCOPE_EXITED };
+/* bits of braid_scope.cancel_bits */
+#define BRAID__CANCEL_CALLED 1
+#define BRAID__CANCEL_ABANDONED 2
+
+typedef struct braid__thread braid__thread;
+
+struct braid_scope {
+  atomic_int refs;        /* atomic */
+  atomic_int cancel_bits; /* atomic: CANCEL_CALLED | CANCEL_ABANDONED */
+  atomic_int remote_busy; /* atomic: other threads inside braid_scope_cancel */
+  _Atomic(braid_loop *) loop; /* atomic: the loop it is entered on, NULL otherwise */
+  uint8_t state;
+  uint8_t shield;
+  uint8_t fail;
+  uint8_t caught;
+  braid_time_t deadline;
+  braid_task *task;        /* owner task, NULL for a thread scope */
+  braid__thread *thread;   /* owner thread for a thread scope */
+  braid_scope *parent;     /* enclosing scope (NULL at the top or when detached) */
+  braid_scope *first_child; /* child scopes (entered inside this one) */
+  braid_scope *prev_sibling, *next_sibling;
+  braid__link tasks; /* tasks whose innermost scope this is */
+  braid__timer timer;
+  braid_group *group;       /* the group whose scope this is, if any */
+  braid_scope *remote_next; /* in the loop's queue of cross-thread cancels */
+  atomic_int remote_queued; /* atomic */
+};
+
+static inline bool braid__scope_eff_cancelled(const braid_scope *s) {
+  for (; s; s = s->parent) {
+    if (atomic_load_explicit(&s->cancel_bits, memory_order_relaxed)) return true;
+    if (s->shield) return false;
+  }
+  return false;
+}
+
+BRAID__HIDDEN void braid__scope_cancel_local(braid_loop *loop, braid_scope *s);
+BRAID__HIDDEN void braid__scope_deliver(braid_scope *s);
+BRAID__HIDDEN int braid__scope_alloc(braid_loop *loop, braid_time_t deadline, unsigned flags, braid_scope **out);
+BRAID__HIDDEN int braid__scope_pop(braid_scope *s, int rc);
+BRAID__HIDDEN void braid__scope_move_task(braid_task *t, braid_scope *to);
+BRAID__HIDDEN void braid__scope_link_child(braid_scope *parent, braid_scope *child);
+BRAID__HIDDEN void braid__scope_unlink_child(braid_scope *child);
+BRAID__HIDDEN void braid__scope_abandon_above(braid_task *t, braid_scope *stop);
+BRAID__HIDDEN void braid__loop_scope_cache_free(braid_loop *loop);
+
+/* ---- tasks ---- */
+enum {
+  BRAID__T_READY = 0, /* in the run queue or about to run */
+  BRAID__T_RUNNING,
+  BRAID__T_BLOCKED,
+  BRAID__T_DONE,
+};
+
+/* What the scheduler computes as `resume` when a stepped task is resumed,
+ * and what a stackful task does after it is switched back in. */
+enum {
+  BRAID__RESUME_VALUE = 0, /* the waker stored the outcome in task->resume */
+  BRAID__RESUME_CHECK,     /* a checkpoint: ECANCELED if cancelled, else 0 */
+  BRAID__RESUME_CLOSE,     /* group close: the group's final result */
+};
+
+enum { BRAID__START_NONE = 0, BRAID__START_PENDING, BRAID__START_DONE };
+
+struct braid_task {
+  braid__fiber fiber; /* saved context; first for locality */
+  braid_loop *loop;
+  braid_task *runq_next;
+  braid_scope *scope; /* innermost scope (may belong to an ancestor task) */
+  braid__link scope_link; /* in scope->tasks */
+  braid_group *group;     /* the group it is a child of; NULL for the root */
+  union {
+    braid_fn fn;
+    braid_step_fn step;
+  } body;
+  void *arg;
+  void *user;
+  uint8_t stepped;
+  uint8_t state;
+  uint8_t resume_mode;
+  uint8_t start_state;
+  uint8_t has_failure;
+  uint8_t name_owned;
+  int resume; /* outcome of the last wait */
+  /* Abort hook of the current cancellable wait: removes the task from what it
+   * waits on. NULL when not blocked or when the wait is not cancellable. */
+  void (*abort)(braid_task *t);
+  braid__timer timer; /* sleeping */
+  uint8_t kept; /* the group keeps this struct as a failure record */
+  void *wait_obj;      /* group close: the group; group start: the void ** out */
+  braid_task *starter; /* the task blocked in braid_group_start for us */
+  size_t stack_size;
+  braid__failure failure;
+  uint64_t id;
+  char *name;
+};
+
+/* ---- per-thread state ---- */
+struct braid__thread {
+  braid_loop *loop;     /* the loop this thread runs, if any */
+  braid_scope *scope;   /* innermost scope of a plain thread */
+};
+
+extern BRAID__HIDDEN BRAID__TLS braid__thread braid__tls;
+extern BRAID__HIDDEN BRAID__TLS braid_task *braid__tls_current;
+
+/* ---- loops (sched.c) ---- */
+struct braid_loop {
+  braid__fiber sched; /* the scheduler's own context (the braid_run stack) */
+  braid_task *runq_head, *runq_tail;
+  int budget; /* tasks the current batch may still run without the scheduler */
+  int virtual_clock;
+  braid_time_t vnow;
+  braid__heap heap;
+  braid_task *root;
+  braid_task *dead; /* a stackful task whose stack the scheduler must release */
+  int root_rc;
+  uint64_t tasks_alive;
+  uint64_t next_id, id_limit;
+  size_t default_stack;
+  /* stack cache (stack.c) */
+  void **stack_cache;
+  uint32_t stack_cached, stack_cache_cap;
+  uint64_t stacks_mapped;
+  /* object caches */
+  braid_task *task_free;
+  uint32_t task_free_n;
+  braid_scope *scope_free;
+  uint32_t scope_free_n;
+  /* stats */
+  uint64_t switches, steps, spawned, batches;
+  /* remote messages from other threads */
+  atomic_int remote_pending;
+  pthread_mutex_t remote_mu;
+  braid_scope *remote_head; /* scopes cancelled from other threads (each holds a reference) */
+  /* libuv */
+  uv_loop_t uv;
+  uv_timer_t uv_timer;
+  uv_async_t uv_async;
+  uv_poll_t uv_fd;
+  int fd_active;
+  braid_run_opts opts;
+  pthread_t thread;
+};
+
+BRAID__HIDDEN braid_time_t braid__real_now(void);
+BRAID__HIDDEN braid_time_t braid__loop_now(const braid_loop *loop);
+BRAID__HIDDEN void braid__make_ready(braid_loop *loop, braid_task *t);
+BRAID__HIDDEN void braid__wake(braid_task *t, int resume);
+BRAID__HIDDEN int braid__suspend(braid_task *t);
+BRAID__HIDDEN int braid__after_wake(braid_task *t);
+BRAID__HIDDEN int braid__check_running(const braid_task *t);
+BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,
+                                  braid_task **out);
+BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);
+
+/* group.c hooks called by the scheduler */
+BRAID__HIDDEN void braid__group_child_done(braid_task *t, int rc);
+BRAID__HIDDEN int braid__group_finish_close(braid_group *g);
+BRAID__HIDDEN void braid__group_abandon(braid_group *g);
+BRAID__HIDDEN braid_group *braid__scope_group(const braid_scope *s);
+
+/* stack.c */
+BRAID__HIDDEN int braid__stack_get(braid_loop *loop, braid_task *t);
+BRAID__HIDDEN void braid__stack_put(braid_loop *loop, braid_task *t);
+BRAID__HIDDEN void braid__stack_cache_free(braid_loop *loop);
+BRAID__HIDDEN size_t braid__page_size(void);
+
+#endif

@@ -1,0 +1,572 @@
+/*
+ * sched.c — the loop, the scheduler and the life of a task.
+ *
+ * One loop per thread that calls braid_run. The scheduler runs on the
+ * caller's own stack; stackful tasks run on their own stacks, stepped tasks
+ * are called from the scheduler. The run queue is a FIFO of ready tasks.
+ *
+ * Batches: the scheduler takes control every BRAID__BATCH dispatches to
+ * deliver cancels from other threads, fire expired deadlines and, now and
+ * then, poll libuv without blocking. Inside a batch, a stackful task that
+ * yields or blocks switches straight to the next ready stackful task without
+ * passing through the scheduler: one context switch per hand-off. Stepped
+ * tasks, new tasks (no stack yet) and the end of a batch go through the
+ * scheduler. Order is FIFO either way, so a batch is only about how often
+ * the scheduler looks around, never about who runs next.
+ *
+ * Idle: with an empty run queue the real-clock loop blocks in libuv until
+ * the next deadline or a wake-up from another thread; the virtual-clock loop
+ * jumps straight to the next deadline.
+ *
+ * Task death: a finishing stackful task cannot release the stack it runs
+ * on, so it records itself in loop->dead and switches to the scheduler,
+ * which returns the stack to the cache. Task structs are recycled through a
+ * small per-loop free list.
+ */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define BRAID__BATCH 64
+#define BRAID__DEFAULT_STACK (256u * 1024u)
+#define BRAID__MIN_STACK (16u * 1024u)
+#define BRAID__TASK_CACHE_MAX 1024u
+
+BRAID__TLS braid__thread braid__tls;
+BRAID__TLS braid_task *braid__tls_current;
+
+static atomic_uint_fast64_t g_next_id = 1;
+
+/* ---- clocks ---- */
+
+braid_time_t braid__real_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (braid_time_t)ts.tv_sec * BRAID_SEC + ts.tv_nsec;
+}
+
+braid_time_t braid__loop_now(const braid_loop *loop) {
+  return loop->virtual_clock ? loop->vnow : braid__real_now();
+}
+
+braid_time_t braid_now(const braid_task *task) { return task ? braid__loop_now(task->loop) : braid__real_now(); }
+
+braid_time_t braid_loop_now(const braid_loop *loop) {
+  if (!loop || loop != braid__tls.loop) return braid__real_now();
+  return braid__loop_now(loop);
+}
+
+int braid_loop_is_virtual(const braid_loop *loop) { return loop ? loop->virtual_clock : 0; }
+
+/* ---- run queue ---- */
+
+static inline void runq_push(braid_loop *loop, braid_task *t) {
+  t->runq_next = NULL;
+  if (loop->runq_tail)
+    loop->runq_tail->runq_next = t;
+  else
+    loop->runq_head = t;
+  loop->runq_tail = t;
+}
+
+static inline braid_task *runq_pop(braid_loop *loop) {
+  braid_task *t = loop->runq_head;
+  if (t) {
+    loop->runq_head = t->runq_next;
+    if (!loop->runq_head) loop->runq_tail = NULL;
+  }
+  return t;
+}
+
+void braid__make_ready(braid_loop *loop, braid_task *t) {
+  t->state = BRAID__T_READY;
+  runq_push(loop, t);
+}
+
+void braid__wake(braid_task *t, int resume) {
+  t->abort = NULL;
+  t->resume = resume;
+  braid__make_ready(t->loop, t);
+}
+
+/* ---- task structs ---- */
+
+static braid_task *task_alloc(braid_loop *loop) {
+  braid_task *t = loop->task_free;
+  if (t) {
+    loop->task_free = t->runq_next;
+    loop->task_free_n--;
+  } else {
+    t = braid__alloc(sizeof *t);
+    if (!t) return NULL;
+  }
+  memset(t, 0, sizeof *t);
+  return t;
+}
+
+BRAID__HIDDEN void braid__task_free(braid_task *t);
+void braid__task_free(braid_task *t) {
+  braid_loop *loop = braid__tls.loop;
+  if (t->name_owned) braid__free(t->name);
+  if (loop && loop == t->loop && loop->task_free_n < BRAID__TASK_CACHE_MAX) {
+    t->runq_next = loop->task_free;
+    loop->task_free = t;
+    loop->task_free_n++;
+    return;
+  }
+  braid__free(t);
+}
+
+static uint64_t next_id(braid_loop *loop) {
+  if (loop->next_id == loop->id_limit) {
+    loop->next_id = atomic_fetch_add(&g_next_id, 1024);
+    loop->id_limit = loop->next_id + 1024;
+  }
+  return loop->next_id++;
+}
+
+int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,
+                    braid_task **out) {
+  if (opts && opts->size < sizeof(braid_spawn_opts)) return BRAID_EINVAL;
+  size_t stack = loop->default_stack;
+  if (opts && opts->stack_size) {
+    size_t page = braid__page_size();
+    stack = opts->stack_size < BRAID__MIN_STACK ? BRAID__MIN_STACK : opts->stack_size;
+    stack = (stack + page - 1) & ~(page - 1);
+  }
+  braid_task *t = task_alloc(loop);
+  if (!t) return BRAID_ENOMEM;
+  if (opts && opts->name) {
+    t->name = braid__strdup(opts->name);
+    if (!t->name) {
+      braid__task_free(t);
+      return BRAID_ENOMEM;
+    }
+    t->name_owned = 1;
+  }
+  t->loop = loop;
+  t->stepped = (uint8_t)stepped;
+  if (stepped)
+    t->body.step = (braid_step_fn)body;
+  else
+    t->body.fn = (braid_fn)body;
+  t->arg = arg;
+  t->stack_size = stack;
+  t->timer.idx = BRAID__NOT_IN_HEAP;
+  t->timer.kind = BRAID__TIMER_SLEEP;
+  braid__list_init(&t->scope_link);
+  t->id = next_id(loop);
+  loop->tasks_alive++;
+  loop->spawned++;
+  *out = t;
+  return 0;
+}
+
+/* ---- task end ---- */
+
+/* Bookkeeping common to both kinds of task once the body has returned rc.
+ * Returns true if the struct must be freed by the caller (not kept as a
+ * failure record by a group). */
+static bool task_finish(braid_task *t, int rc) {
+  braid_loop *loop = t->loop;
+  if (t->scope && t->scope->task == t) {
+    /* The body returned inside scopes of its own: leave them as a misnested
+     * exit would, and report the misuse. */
+    braid__scope_abandon_above(t, NULL);
+    if (!t->has_failure) rc = BRAID_ESTATE;
+  }
+  if (t->timer.idx != BRAID__NOT_IN_HEAP) braid__heap_remove(&loop->heap, &t->timer);
+  braid__list_remove(&t->scope_link);
+  t->scope = NULL;
+  t->state = BRAID__T_DONE;
+  loop->tasks_alive--;
+  if (t == loop->root) {
+    if (t->has_failure) {
+      rc = t->failure.code;
+      braid__failure_drop_payload(&t->failure);
+    }
+    loop->root_rc = rc;
+    loop->root = NULL;
+    return true;
+  }
+  braid__group_child_done(t, rc);
+  return !t->kept;
+}
+
+void braid__task_main(void) {
+  braid_task *t = braid__tls_current;
+  braid__fiber_started(&t->fiber);
+  int rc = t->body.fn(t, t->arg);
+  braid_loop *loop = t->loop;
+  if (!task_finish(t, rc)) t->kept = 2; /* the reaper must not free it */
+  loop->dead = t;
+  braid__tls_current = NULL;
+  braid__fiber_switch(&t->fiber, &loop->sched, 1);
+  abort(); /* unreachable: a dead task is never resumed */
+}
+
+static void reap(braid_loop *loop) {
+  braid_task *t = loop->dead;
+  loop->dead = NULL;
+  braid__stack_put(loop, t);
+  if (t->kept == 2)
+    t->kept = 1;
+  else
+    braid__task_free(t);
+}
+
+/* ---- switching ---- */
+
+int braid__check_running(const braid_task *t) {
+  if (!t) return BRAID_EINVAL;
+  if (t->loop != braid__tls.loop) return BRAID_ETHREAD;
+  if (t != braid__tls_current || t->state != BRAID__T_RUNNING) return BRAID_ESTATE;
+  return 0;
+}
+
+/* Leave the running stackful task `self` (its wait is registered) and run
+ * the next ready stackful task of the batch directly, or the scheduler. */
+static void switch_out(braid_loop *loop, braid_task *self) {
+  braid_task *next = loop->runq_head;
+  if (loop->budget > 0 && next && !next->stepped && next->fiber.stack_lo) {
+    runq_pop(loop);
+    loop->budget--;
+    next->state = BRAID__T_RUNNING;
+    if (next == self) return;
+    loop->switches++;
+    braid__tls_current = next;
+    braid__fiber_switch(&self->fiber, &next->fiber, 0);
+  } else {
+    loop->switches++;
+    braid__tls_current = NULL;
+    braid__fiber_switch(&self->fiber, &loop->sched, 0);
+  }
+}
+
+int braid__after_wake(braid_task *t) {
+  switch (t->resume_mode) {
+  case BRAID__RESUME_CHECK:
+    t->resume_mode = BRAID__RESUME_VALUE;
+    return braid__scope_eff_cancelled(t->scope) ? BRAID_ECANCELED : 0;
+  case BRAID__RESUME_CLOSE:
+    t->resume_mode = BRAID__RESUME_VALUE;
+    return braid__group_finish_close((braid_group *)t->wait_obj);
+  default:
+    return t->resume;
+  }
+}
+
+int braid__suspend(braid_task *t) {
+  if (t->stepped) return BRAID_EPENDING;
+  switch_out(t->loop, t);
+  return braid__after_wake(t);
+}
+
+/* ---- dispatch ---- */
+
+static void run_stackful(braid_loop *loop, braid_task *t) {
+  if (BRAID__UNLIKELY(!t->fiber.stack_lo)) {
+    if (braid__stack_get(loop, t) != 0) {
+      /* No stack: the task fails without running. */
+      t->state = BRAID__T_RUNNING;
+      if (task_finish(t, BRAID_ENOMEM)) braid__task_free(t);
+      return;
+    }
+  }
+  t->state = BRAID__T_RUNNING;
+  loop->switches++;
+  braid__tls_current = t;
+  braid__fiber_switch(&loop->sched, &t->fiber, 0);
+  braid__tls_current = NULL;
+  if (loop->dead) reap(loop);
+}
+
+static void run_stepped(braid_loop *loop, braid_task *t) {
+  int resume = braid__after_wake(t);
+  t->state = BRAID__T_RUNNING;
+  loop->steps++;
+  braid__tls_current = t;
+  int rc = t->body.step(t, t->arg, resume);
+  braid__tls_current = NULL;
+  if (rc == BRAID_EPENDING) {
+    if (t->state != BRAID__T_RUNNING) return;
+    rc = BRAID_ESTATE; /* pending without a registered wait: it would hang */
+  }
+  if (task_finish(t, rc)) braid__task_free(t);
+}
+
+/* ---- timers, remote wake-ups, polling ---- */
+
+static void fire_expired(braid_loop *loop, braid_time_t now) {
+  braid__timer *top;
+  while ((top = braid__heap_top(&loop->heap)) && top->when <= now) {
+    braid__heap_remove(&loop->heap, top);
+    if (top->kind == BRAID__TIMER_SLEEP) {
+      braid_task *t = BRAID__CONTAINER(top, braid_task, timer);
+      t->resume_mode = BRAID__RESUME_VALUE;
+      braid__wake(t, 0);
+    } else {
+      braid__scope_cancel_local(loop, BRAID__CONTAINER(top, braid_scope, timer));
+    }
+  }
+}
+
+static void drain_remote(braid_loop *loop) {
+  pthread_mutex_lock(&loop->remote_mu);
+  braid_scope *s = loop->remote_head;
+  loop->remote_head = NULL;
+  atomic_store(&loop->remote_pending, 0);
+  pthread_mutex_unlock(&loop->remote_mu);
+  while (s) {
+    braid_scope *next = s->remote_next;
+    atomic_store(&s->remote_queued, 0);
+    if (s->state == BRAID__SCOPE_ENTERED && atomic_load(&s->loop) == loop) {
+      if (s->timer.idx != BRAID__NOT_IN_HEAP) braid__heap_remove(&loop->heap, &s->timer);
+      braid__scope_deliver(s);
+    }
+    braid_scope_unref(s);
+    s = next;
+  }
+}
+
+static void on_noop_timer(uv_timer_t *h) { (void)h; }
+static void on_async(uv_async_t *h) { (void)h; }
+static void on_fd(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  braid_loop *loop = h->data;
+  if (loop->opts.on_fd) loop->opts.on_fd(loop->opts.poll_ud);
+}
+
+static void poll_blocking(braid_loop *loop) {
+  if (!loop->virtual_clock) {
+    braid__timer *top = braid__heap_top(&loop->heap);
+    if (top) {
+      braid_time_t d = top->when - braid__real_now();
+      uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
+      uv_update_time(&loop->uv);
+      uv_timer_start(&loop->uv_timer, on_noop_timer, ms, 0);
+    }
+  }
+  if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
+  uv_run(&loop->uv, UV_RUN_ONCE);
+  if (loop->opts.after_poll) loop->opts.after_poll(loop->opts.poll_ud);
+  uv_timer_stop(&loop->uv_timer);
+}
+
+static void sched_run(braid_loop *loop) {
+  while (loop->tasks_alive > 0) {
+    if (atomic_load_explicit(&loop->remote_pending, memory_order_acquire)) drain_remote(loop);
+    if (loop->runq_head) {
+      loop->batches++;
+      loop->budget = BRAID__BATCH;
+      while (loop->budget > 0 && loop->runq_head) {
+        loop->budget--;
+        braid_task *t = runq_pop(loop);
+        if (t->stepped)
+          run_stepped(loop, t);
+        else
+          run_stackful(loop, t);
+      }
+      if (!loop->virtual_clock && loop->heap.len) fire_expired(loop, braid__real_now());
+      if ((loop->batches & 63) == 0) uv_run(&loop->uv, UV_RUN_NOWAIT);
+      continue;
+    }
+    if (loop->virtual_clock) {
+      braid__timer *top = braid__heap_top(&loop->heap);
+      if (top) {
+        uv_run(&loop->uv, UV_RUN_NOWAIT);
+        if (loop->runq_head || atomic_load(&loop->remote_pending)) continue;
+        if (top->when > loop->vnow) loop->vnow = top->when;
+        fire_expired(loop, loop->vnow);
+        continue;
+      }
+      poll_blocking(loop);
+    } else {
+      poll_blocking(loop);
+      fire_expired(loop, braid__real_now());
+    }
+  }
+}
+
+/* ---- braid_run ---- */
+
+static void close_cb(uv_handle_t *h) { (void)h; }
+
+static void loop_destroy(braid_loop *loop) {
+  if (atomic_load(&loop->remote_pending)) drain_remote(loop);
+  braid__stack_cache_free(loop);
+  while (loop->task_free) {
+    braid_task *t = loop->task_free;
+    loop->task_free = t->runq_next;
+    braid__free(t);
+  }
+  braid__loop_scope_cache_free(loop);
+  braid__heap_free(&loop->heap);
+  uv_close((uv_handle_t *)&loop->uv_timer, close_cb);
+  uv_close((uv_handle_t *)&loop->uv_async, close_cb);
+  if (loop->fd_active) uv_close((uv_handle_t *)&loop->uv_fd, close_cb);
+  uv_run(&loop->uv, UV_RUN_DEFAULT);
+  uv_loop_close(&loop->uv);
+  pthread_mutex_destroy(&loop->remote_mu);
+  braid__fiber_destroy(&loop->sched);
+  braid__free(loop);
+}
+
+static int run_common(int stepped, void *body, void *arg, const braid_run_opts *opts) {
+  if (!body) return BRAID_EINVAL;
+  braid_run_opts o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  if (opts) {
+    if (opts->size < sizeof o) return BRAID_EINVAL;
+    memcpy(&o, opts, sizeof o);
+    if (o.clock != BRAID_CLOCK_REAL && o.clock != BRAID_CLOCK_VIRTUAL) return BRAID_EINVAL;
+    if (o.on_fd && o.watch_fd < 0) return BRAID_EINVAL;
+  }
+  if (braid__tls.loop) return BRAID_ESTATE;
+  braid_loop *loop = braid__calloc(sizeof *loop);
+  if (!loop) return BRAID_ENOMEM;
+  loop->opts = o;
+  loop->virtual_clock = o.clock == BRAID_CLOCK_VIRTUAL;
+  loop->vnow = o.start_time;
+  size_t page = braid__page_size();
+  size_t stack = o.stack_size ? o.stack_size : BRAID__DEFAULT_STACK;
+  if (stack < BRAID__MIN_STACK) stack = BRAID__MIN_STACK;
+  loop->default_stack = (stack + page - 1) & ~(page - 1);
+  loop->thread = pthread_self();
+  if (uv_loop_init(&loop->uv) != 0) {
+    braid__free(loop);
+    return BRAID_ESYS;
+  }
+  pthread_mutex_init(&loop->remote_mu, NULL);
+  uv_timer_init(&loop->uv, &loop->uv_timer);
+  uv_async_init(&loop->uv, &loop->uv_async, on_async);
+  if (o.on_fd) {
+    if (uv_poll_init(&loop->uv, &loop->uv_fd, o.watch_fd) == 0) {
+      loop->uv_fd.data = loop;
+      uv_poll_start(&loop->uv_fd, UV_READABLE, on_fd);
+      loop->fd_active = 1;
+    }
+  }
+  braid__fiber_init_thread(&loop->sched);
+  braid_spawn_opts so = {sizeof so, o.root_name ? o.root_name : "root", 0};
+  braid_task *root;
+  int rc = braid__new_task(loop, stepped, body, arg, &so, &root);
+  if (rc) {
+    loop_destroy(loop);
+    return rc;
+  }
+  loop->root = root;
+  braid__tls.loop = loop;
+  atomic_fetch_add(&braid__loops_running, 1);
+  braid__make_ready(loop, root);
+  sched_run(loop);
+  rc = loop->root_rc;
+  loop_destroy(loop);
+  braid__tls.loop = NULL;
+  atomic_fetch_sub(&braid__loops_running, 1);
+  return rc;
+}
+
+int braid_run(braid_fn fn, void *arg, const braid_run_opts *opts) { return run_common(0, (void *)fn, arg, opts); }
+
+int braid_run_stepped(braid_step_fn step, void *ctx, const braid_run_opts *opts) {
+  return run_common(1, (void *)step, ctx, opts);
+}
+
+/* ---- task queries ---- */
+
+braid_task *braid_current_task(void) { return braid__tls_current; }
+braid_loop *braid_task_loop(const braid_task *task) { return task ? task->loop : NULL; }
+uint64_t braid_task_id(const braid_task *task) { return task ? task->id : 0; }
+int braid_task_is_stepped(const braid_task *task) { return task ? task->stepped : 0; }
+void braid_task_set_user(braid_task *task, void *user) {
+  if (task) task->user = user;
+}
+void *braid_task_user(const braid_task *task) { return task ? task->user : NULL; }
+
+const char *braid_task_name(const braid_task *task) {
+  if (!task) return NULL;
+  if (!task->name) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "task-%llu", (unsigned long long)task->id);
+    braid_task *t = (braid_task *)task;
+    t->name = braid__strdup(buf);
+    if (!t->name) return "task";
+    t->name_owned = 1;
+  }
+  return task->name;
+}
+
+int braid_loop_get_stats(const braid_loop *loop, braid_loop_stats *out) {
+  if (!loop || !out || out->size < sizeof *out) return BRAID_EINVAL;
+  out->tasks_alive = loop->tasks_alive;
+  out->tasks_spawned = loop->spawned;
+  out->switches = loop->switches;
+  out->steps = loop->steps;
+  out->stacks_cached = loop->stack_cached;
+  out->stacks_mapped = loop->stacks_mapped;
+  return 0;
+}
+
+/* ---- checkpoints and sleeping ---- */
+
+int braid_checkpoint(braid_task *task) {
+  int rc = braid__check_running(task);
+  if (rc) return rc;
+  task->resume_mode = BRAID__RESUME_CHECK;
+  braid__make_ready(task->loop, task);
+  return braid__suspend(task);
+}
+
+int braid_checkpoint_if_cancelled(braid_task *task) {
+  int rc = braid__check_running(task);
+  if (rc) return rc;
+  return braid__scope_eff_cancelled(task->scope) ? BRAID_ECANCELED : 0;
+}
+
+int braid_cancel_shielded_checkpoint(braid_task *task) {
+  int rc = braid__check_running(task);
+  if (rc) return rc;
+  task->resume_mode = BRAID__RESUME_VALUE;
+  task->resume = 0;
+  braid__make_ready(task->loop, task);
+  return braid__suspend(task);
+}
+
+static void abort_sleep(braid_task *t) {
+  if (t->timer.idx != BRAID__NOT_IN_HEAP) braid__heap_remove(&t->loop->heap, &t->timer);
+}
+
+static int sleep_until(braid_task *task, braid_time_t when, int forever) {
+  int rc = braid__check_running(task);
+  if (rc) return rc;
+  braid_loop *loop = task->loop;
+  if (!forever && when <= braid__loop_now(loop)) return braid_checkpoint(task);
+  if (braid__scope_eff_cancelled(task->scope)) return BRAID_ECANCELED;
+  if (!forever) {
+    task->timer.when = when;
+    if (braid__heap_insert(&loop->heap, &task->timer) != 0) return BRAID_ENOMEM;
+  }
+  task->resume_mode = BRAID__RESUME_VALUE;
+  task->state = BRAID__T_BLOCKED;
+  task->abort = abort_sleep;
+  return braid__suspend(task);
+}
+
+int braid_sleep_until(braid_task *task, braid_time_t when) { return sleep_until(task, when, 0); }
+
+int braid_sleep(braid_task *task, braid_time_t duration) {
+  if (!task) return BRAID_EINVAL;
+  if (task->loop != braid__tls.loop) return BRAID_ETHREAD;
+  braid_time_t now = braid__loop_now(task->loop);
+  braid_time_t when = duration > BRAID_NEVER - now ? BRAID_NEVER : now + duration;
+  return sleep_until(task, when, when == BRAID_NEVER);
+}
+
+int braid_sleep_forever(braid_task *task) { return sleep_until(task, BRAID_NEVER, 1); }

@@ -1,0 +1,571 @@
+/*
+ * braid.h — structured concurrency with a stable C ABI.
+ *
+ * This is the only public header of libbraid. It is grouped by concept:
+ *
+ *   1. Versions, errors, time
+ *   2. Allocation
+ *   3. Running a loop (braid_run) and the tasks of a loop
+ *   4. Cancel scopes and checkpoints
+ *   5. Sleeping
+ *   6. Task groups
+ *
+ * Conventions (they hold for every function below unless its comment says
+ * otherwise):
+ *
+ *   - Functions return 0 on success or a negative BRAID_E* code. Misuse (a
+ *     NULL handle, the wrong thread, the wrong order, a closed object) returns
+ *     a code; it never crashes.
+ *   - Handles are opaque. Option structs start with a `size` member that the
+ *     caller sets to sizeof(the struct) so that the struct can grow.
+ *   - "Blocking" functions take the calling task. On a stackful task they
+ *     switch away and return the outcome. On a stepped task they register the
+ *     wait and return BRAID_EPENDING; the outcome arrives as the `resume`
+ *     argument of the task's next step. Every blocking function is a
+ *     checkpoint unless its comment says otherwise.
+ *   - "Loop thread only" means: callable only from the thread that runs the
+ *     loop the object belongs to (from a task of that loop); other threads get
+ *     BRAID_ETHREAD.
+ */
+#ifndef BRAID_H
+#define BRAID_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define BRAID_API __attribute__((visibility("default")))
+#else
+#define BRAID_API
+#endif
+
+/* ======================================================================
+ * 1. Versions, errors, time
+ * ==================================================================== */
+
+#define BRAID_VERSION_MAJOR 0
+#define BRAID_VERSION_MINOR 1
+#define BRAID_VERSION_PATCH 0
+
+/**
+ * braid_version — the runtime library's version.
+ *
+ * Returns (major << 16) | (minor << 8) | patch of the loaded libbraid, which
+ * may differ from the BRAID_VERSION_* macros the caller was compiled with.
+ * Thread-safe.
+ */
+BRAID_API unsigned braid_version(void);
+
+/**
+ * braid_version_string — the runtime version as "MAJOR.MINOR.PATCH".
+ *
+ * Returns a static string; never NULL. Thread-safe.
+ */
+BRAID_API const char *braid_version_string(void);
+
+/* Error codes. Every function returns 0 or one of these. */
+#define BRAID_EINVAL (-1)      /* invalid argument (NULL handle, bad value) */
+#define BRAID_ENOMEM (-2)      /* allocation failed */
+#define BRAID_ECANCELED (-3)   /* cancelled at a checkpoint */
+#define BRAID_ETIMEDOUT (-4)   /* a fail-after scope caught its deadline */
+#define BRAID_ESTATE (-5)      /* call in the wrong state or order */
+#define BRAID_EFAILED (-6)     /* a task group had failures */
+#define BRAID_EPENDING (-7)    /* stepped task: wait registered */
+#define BRAID_ETHREAD (-8)     /* called from the wrong thread */
+#define BRAID_EDEADLK (-9)     /* would deadlock */
+#define BRAID_EPERM (-10)      /* not the owner */
+#define BRAID_EWOULDBLOCK (-11) /* a _nowait call that would block */
+#define BRAID_EEOF (-12)       /* end of stream */
+#define BRAID_EBROKEN (-13)    /* the other side is gone */
+#define BRAID_ECLOSED (-14)    /* the object was closed */
+#define BRAID_ESYS (-15)       /* the operating system refused (errno set) */
+
+/**
+ * braid_strerror — a short English description of an error code.
+ *
+ * Returns a static string for every BRAID_E* code, "success" for 0 and
+ * "unknown error" for anything else; never NULL. Thread-safe.
+ */
+BRAID_API const char *braid_strerror(int code);
+
+/**
+ * braid_errname — the symbolic name of an error code ("BRAID_ECANCELED").
+ *
+ * Returns a static string, "BRAID_OK" for 0, "BRAID_E?" for unknown codes.
+ * Thread-safe.
+ */
+BRAID_API const char *braid_errname(int code);
+
+/* Times and durations are int64 nanoseconds on a monotonic clock. */
+typedef int64_t braid_time_t;
+#define BRAID_NEVER INT64_MAX
+#define BRAID_NSEC ((braid_time_t)1)
+#define BRAID_USEC ((braid_time_t)1000)
+#define BRAID_MSEC ((braid_time_t)1000000)
+#define BRAID_SEC ((braid_time_t)1000000000)
+
+/* ======================================================================
+ * 2. Allocation
+ * ==================================================================== */
+
+/**
+ * braid_allocator — the hook through which libbraid allocates memory.
+ * `realloc` receives NULL to allocate and size 0 never; `free` receives what
+ * `realloc` returned. Both get `ud`. Stacks are mapped with mmap and do not go
+ * through this hook.
+ */
+typedef struct braid_allocator {
+  size_t size;
+  void *(*realloc)(void *ud, void *ptr, size_t new_size);
+  void (*free)(void *ud, void *ptr);
+  void *ud;
+} braid_allocator;
+
+/**
+ * braid_set_allocator — replace the allocator (NULL restores malloc/free).
+ *
+ * Returns 0, or BRAID_EINVAL if `a` is non-NULL with a NULL function or a
+ * size smaller than the struct, or BRAID_ESTATE if a loop is running.
+ * Call it while no loop runs and no braid object allocated with the previous
+ * allocator is alive. Not thread-safe with other braid calls.
+ */
+BRAID_API int braid_set_allocator(const braid_allocator *a);
+
+/* ======================================================================
+ * 3. Loops and tasks
+ * ==================================================================== */
+
+typedef struct braid_loop braid_loop;
+typedef struct braid_task braid_task;
+typedef struct braid_scope braid_scope;
+typedef struct braid_group braid_group;
+
+/**
+ * braid_fn — body of a stackful task. Runs on its own stack; may call
+ * blocking functions. Its return value is the task's result: 0 for success,
+ * BRAID_ECANCELED for a cancellation, anything else is a failure.
+ */
+typedef int (*braid_fn)(braid_task *self, void *arg);
+
+/**
+ * braid_step_fn — body of a stepped task (driven by a binding; no C stack).
+ *
+ * Called first with resume == 0. It returns BRAID_EPENDING after a blocking
+ * call returned BRAID_EPENDING (the wait is registered); the next step is
+ * then called with the outcome of that wait as `resume`. Any other return
+ * value ends the task with that result. Returning BRAID_EPENDING without a
+ * registered wait ends the task with BRAID_ESTATE.
+ */
+typedef int (*braid_step_fn)(braid_task *self, void *ctx, int resume);
+
+/** Clock kinds for braid_run_opts.clock. */
+#define BRAID_CLOCK_REAL 0
+/** Virtual clock: time stands still while tasks run and jumps to the next
+ *  deadline as soon as every task is blocked. */
+#define BRAID_CLOCK_VIRTUAL 1
+
+/** Options for braid_run / braid_run_stepped. Zero-initialise, set size. */
+typedef struct braid_run_opts {
+  size_t size;             /* sizeof(braid_run_opts) */
+  int clock;               /* BRAID_CLOCK_REAL (default) or _VIRTUAL */
+  braid_time_t start_time; /* virtual clock: initial time (default 0) */
+  size_t stack_size;       /* default stack size of stackful tasks; 0 = 256 KiB */
+  const char *root_name;   /* name of the root task; NULL = "root" */
+  /* Called on the loop thread just before / after the loop blocks waiting
+   * for events (a host releases and re-takes its interpreter lock here). */
+  void (*before_poll)(void *ud);
+  void (*after_poll)(void *ud);
+  void *poll_ud;
+  /* Extra file descriptor to watch (-1 or 0 with on_fd NULL = none): when it
+   * becomes readable, on_fd(poll_ud) runs on the loop thread. */
+  int watch_fd;
+  void (*on_fd)(void *ud);
+} braid_run_opts;
+
+/**
+ * braid_run — run a stackful root task on a new loop on the calling thread.
+ *
+ * Creates a loop on this thread, runs fn(root, arg) as the root task and
+ * returns when the root task and every task of the loop have finished.
+ * Returns the root task's result, BRAID_EINVAL for a NULL fn or bad options,
+ * BRAID_ENOMEM, BRAID_ESYS if libuv could not be initialised, or BRAID_ESTATE
+ * if this thread already runs a loop. Thread-safe: each thread may run its
+ * own loop.
+ */
+BRAID_API int braid_run(braid_fn fn, void *arg, const braid_run_opts *opts);
+
+/**
+ * braid_run_stepped — like braid_run with a stepped root task
+ * step(root, ctx, resume). Same returns as braid_run.
+ */
+BRAID_API int braid_run_stepped(braid_step_fn step, void *ctx, const braid_run_opts *opts);
+
+/**
+ * braid_current_task — the task running on the calling thread, or NULL when
+ * called outside a task (from the scheduler, or from a thread without loop).
+ * Thread-safe.
+ */
+BRAID_API braid_task *braid_current_task(void);
+
+/**
+ * braid_task_loop — the loop of a task (NULL for a NULL task). Thread-safe.
+ */
+BRAID_API braid_loop *braid_task_loop(const braid_task *task);
+
+/**
+ * braid_task_id — the task's id: unique in the process, never reused, > 0.
+ * Returns 0 for NULL. Thread-safe.
+ */
+BRAID_API uint64_t braid_task_id(const braid_task *task);
+
+/**
+ * braid_task_name — the task's name (the spawn option, or "task-<id>").
+ * The string is owned by the task and lives as long as it. NULL for NULL.
+ * Thread-safe while the task lives.
+ */
+BRAID_API const char *braid_task_name(const braid_task *task);
+
+/**
+ * braid_task_is_stepped — 1 for a stepped task, 0 for a stackful one or NULL.
+ */
+BRAID_API int braid_task_is_stepped(const braid_task *task);
+
+/**
+ * braid_task_set_user / braid_task_user — one pointer of binding data per
+ * task. Loop thread only (no check is made by braid_task_user).
+ */
+BRAID_API void braid_task_set_user(braid_task *task, void *user);
+BRAID_API void *braid_task_user(const braid_task *task);
+
+/**
+ * braid_now — the current time of the task's loop (virtual or real). With
+ * task == NULL, the monotonic real clock. Loop thread only for a task.
+ */
+BRAID_API braid_time_t braid_now(const braid_task *task);
+
+/**
+ * braid_loop_now — the current time of a loop (virtual or real).
+ * Loop thread only (returns the real clock otherwise).
+ */
+BRAID_API braid_time_t braid_loop_now(const braid_loop *loop);
+
+/**
+ * braid_loop_is_virtual — 1 if the loop runs on the virtual clock.
+ */
+BRAID_API int braid_loop_is_virtual(const braid_loop *loop);
+
+/**
+ * braid_loop_stats — counters of a loop, for tests and tools.
+ */
+typedef struct braid_loop_stats {
+  size_t size;          /* sizeof(braid_loop_stats) */
+  uint64_t tasks_alive; /* tasks not yet finished, root included */
+  uint64_t tasks_spawned;
+  uint64_t switches;    /* stackful context switches so far */
+  uint64_t steps;       /* stepped task steps so far */
+  uint64_t stacks_cached; /* stacks kept for reuse */
+  uint64_t stacks_mapped; /* stacks currently mapped (in use or cached) */
+} braid_loop_stats;
+
+/**
+ * braid_loop_get_stats — fill *out (set out->size first).
+ * Returns 0, BRAID_EINVAL for NULL or a too small size. Loop thread only.
+ */
+BRAID_API int braid_loop_get_stats(const braid_loop *loop, braid_loop_stats *out);
+
+/* ======================================================================
+ * 4. Cancel scopes and checkpoints
+ * ==================================================================== */
+
+/** Scope flags. */
+#define BRAID_SHIELD 1u /* outer cancellations do not reach inside */
+#define BRAID_FAIL 2u   /* exit turns a caught deadline cancellation into ETIMEDOUT */
+
+/**
+ * braid_scope_new — create a cancel scope.
+ *
+ * `deadline` is an absolute time on the clock of the loop that will enter it
+ * (BRAID_NEVER for none); `flags` is a mask of BRAID_SHIELD and BRAID_FAIL.
+ * Stores the new scope in *out. The caller owns one reference
+ * (braid_scope_unref). Returns 0, BRAID_EINVAL (NULL out, unknown flag),
+ * BRAID_ENOMEM. Thread-safe.
+ */
+BRAID_API int braid_scope_new(braid_time_t deadline, unsigned flags, braid_scope **out);
+
+/**
+ * braid_scope_ref — take one more reference (for another thread that may
+ * cancel the scope). Returns the scope. Thread-safe.
+ */
+BRAID_API braid_scope *braid_scope_ref(braid_scope *scope);
+
+/**
+ * braid_scope_unref — drop a reference; the last one frees the scope.
+ * Returns 0, BRAID_EINVAL for NULL, BRAID_ESTATE (nothing dropped) when this
+ * is the last reference of a scope that is still entered. Thread-safe.
+ */
+BRAID_API int braid_scope_unref(braid_scope *scope);
+
+/**
+ * braid_scope_enter — make `scope` the innermost scope of `task`, or of the
+ * calling thread when task is NULL.
+ *
+ * A scope is entered once. If its deadline has already passed, it is
+ * cancelled at once (the next checkpoint fails). Returns 0, BRAID_EINVAL
+ * (NULL scope), BRAID_ESTATE (already entered), BRAID_ETHREAD (task of
+ * another thread). Not a checkpoint. Loop thread only (or the thread itself).
+ */
+BRAID_API int braid_scope_enter(braid_task *task, braid_scope *scope);
+
+/**
+ * braid_scope_exit — leave `scope` and return what its body should propagate.
+ *
+ * `rc` is the body's result. If rc is BRAID_ECANCELED, this scope is
+ * cancelled, and no cancelled ancestor is visible through an unshielded
+ * chain, the cancellation is caught: returns 0 (or BRAID_ETIMEDOUT with
+ * BRAID_FAIL when the deadline had passed) and cancelled_caught becomes 1.
+ * Otherwise returns rc unchanged. Exiting a scope that is not the innermost
+ * of its task returns BRAID_ESTATE: the scope is left, the inner scopes
+ * still open are detached and stay cancelled, and exiting them later returns
+ * their rc unchanged. Exiting a scope never entered, already exited, or from
+ * another task returns BRAID_ESTATE and changes nothing; NULL is
+ * BRAID_EINVAL. Not a checkpoint. Loop thread only (or the thread itself).
+ */
+BRAID_API int braid_scope_exit(braid_scope *scope, int rc);
+
+/**
+ * braid_scope_cancel — cancel the scope: every checkpoint inside it fails
+ * until the code leaves it. Idempotent; allowed before enter and after exit.
+ * Returns 0, BRAID_EINVAL for NULL. Thread-safe: from another thread the
+ * blocked tasks are woken through the loop's wake-up.
+ */
+BRAID_API int braid_scope_cancel(braid_scope *scope);
+
+/**
+ * braid_scope_set_deadline — move the deadline (BRAID_NEVER removes it).
+ * A deadline in the past cancels the scope immediately. Returns 0,
+ * BRAID_EINVAL, BRAID_ETHREAD (entered on another thread's loop).
+ * Loop thread only once entered; any thread before.
+ */
+BRAID_API int braid_scope_set_deadline(braid_scope *scope, braid_time_t deadline);
+
+/** braid_scope_deadline — the deadline (BRAID_NEVER for none or NULL). Thread-safe. */
+BRAID_API braid_time_t braid_scope_deadline(const braid_scope *scope);
+
+/**
+ * braid_scope_set_shield — turn the shield on (1) or off (0). Turning it off
+ * inside a cancelled outer scope makes the outer cancellation visible again.
+ * Returns 0, BRAID_EINVAL, BRAID_ETHREAD. Same threading as set_deadline.
+ */
+BRAID_API int braid_scope_set_shield(braid_scope *scope, int shield);
+
+/** braid_scope_shield — 1 if shielded. Thread-safe. */
+BRAID_API int braid_scope_shield(const braid_scope *scope);
+
+/** braid_scope_cancel_called — 1 once cancel was called or the deadline
+ *  passed. Thread-safe. */
+BRAID_API int braid_scope_cancel_called(const braid_scope *scope);
+
+/** braid_scope_cancelled_caught — 1 if exit caught a cancellation. Thread-safe. */
+BRAID_API int braid_scope_cancelled_caught(const braid_scope *scope);
+
+/**
+ * braid_current_effective_deadline — the earliest deadline that applies to
+ * the task now (taking shields into account); -BRAID_NEVER-ish minimum
+ * (INT64_MIN) if the task is already cancelled; BRAID_NEVER if none.
+ * With task NULL, for the calling thread. Loop thread only.
+ */
+BRAID_API braid_time_t braid_current_effective_deadline(const braid_task *task);
+
+/**
+ * braid_task_cancelled — 1 if the task is inside an effectively cancelled
+ * scope now (the next checkpoint would fail), 0 if not. Not a checkpoint.
+ */
+BRAID_API int braid_task_cancelled(const braid_task *task);
+
+/**
+ * braid_checkpoint — yield to other tasks, then fail if cancelled.
+ * Returns 0 or BRAID_ECANCELED (BRAID_EPENDING on a stepped task);
+ * BRAID_EINVAL for NULL, BRAID_ESTATE if task is not the running task.
+ */
+BRAID_API int braid_checkpoint(braid_task *task);
+
+/**
+ * braid_checkpoint_if_cancelled — fail if cancelled, without yielding.
+ * Returns 0 or BRAID_ECANCELED (never BRAID_EPENDING); BRAID_EINVAL,
+ * BRAID_ESTATE as braid_checkpoint.
+ */
+BRAID_API int braid_checkpoint_if_cancelled(braid_task *task);
+
+/**
+ * braid_cancel_shielded_checkpoint — yield to other tasks; never fails.
+ * Returns 0 (BRAID_EPENDING on a stepped task); BRAID_EINVAL, BRAID_ESTATE.
+ */
+BRAID_API int braid_cancel_shielded_checkpoint(braid_task *task);
+
+/**
+ * braid_move_on_after — create and enter a scope whose deadline is now +
+ * duration (saturating). Stores it in *out; the caller exits it with
+ * braid_scope_exit and drops it with braid_scope_unref. Returns 0,
+ * BRAID_EINVAL, BRAID_ENOMEM, BRAID_ETHREAD. Not a checkpoint.
+ */
+BRAID_API int braid_move_on_after(braid_task *task, braid_time_t duration, braid_scope **out);
+
+/** braid_fail_after — as braid_move_on_after with BRAID_FAIL. */
+BRAID_API int braid_fail_after(braid_task *task, braid_time_t duration, braid_scope **out);
+
+/* ======================================================================
+ * 5. Sleeping
+ * ==================================================================== */
+
+/**
+ * braid_sleep — sleep for `duration` ns (<= 0: a plain checkpoint).
+ * Returns 0 when the time has passed, BRAID_ECANCELED, BRAID_EPENDING
+ * (stepped), BRAID_EINVAL, BRAID_ESTATE (not the running task).
+ */
+BRAID_API int braid_sleep(braid_task *task, braid_time_t duration);
+
+/** braid_sleep_until — sleep until the absolute time `when`. As braid_sleep. */
+BRAID_API int braid_sleep_until(braid_task *task, braid_time_t when);
+
+/** braid_sleep_forever — sleep until cancelled; returns BRAID_ECANCELED
+ *  (or BRAID_EPENDING, BRAID_EINVAL, BRAID_ESTATE). */
+BRAID_API int braid_sleep_forever(braid_task *task);
+
+/* ======================================================================
+ * 6. Task groups
+ * ==================================================================== */
+
+/** Options for spawning a task. Zero-initialise, set size. NULL = defaults. */
+typedef struct braid_spawn_opts {
+  size_t size;       /* sizeof(braid_spawn_opts) */
+  const char *name;  /* copied; NULL = "task-<id>" */
+  size_t stack_size; /* stackful only; 0 = the loop's default; rounded up to pages */
+} braid_spawn_opts;
+
+/**
+ * braid_group_open — open a task group in `task` and enter its cancel scope.
+ * Stores the group in *out. Returns 0, BRAID_EINVAL, BRAID_ENOMEM,
+ * BRAID_ESTATE (task not running), BRAID_ETHREAD. Not a checkpoint.
+ */
+BRAID_API int braid_group_open(braid_task *task, braid_group **out);
+
+/**
+ * braid_group_spawn — start fn(child, arg) as a stackful child of the group.
+ * The child starts running at the parent's next switch. Returns 0,
+ * BRAID_EINVAL, BRAID_ENOMEM, BRAID_ESTATE (group closed), BRAID_ETHREAD.
+ * Loop thread only. On success *out_task (if non-NULL) is the child; it is
+ * valid until the child finishes.
+ */
+BRAID_API int braid_group_spawn(braid_group *group, braid_fn fn, void *arg, const braid_spawn_opts *opts,
+                                braid_task **out_task);
+
+/** braid_group_spawn_stepped — as braid_group_spawn with a stepped body. */
+BRAID_API int braid_group_spawn_stepped(braid_group *group, braid_step_fn step, void *ctx,
+                                        const braid_spawn_opts *opts, braid_task **out_task);
+
+/**
+ * braid_group_start — start a child and wait until it calls
+ * braid_task_started. Blocking, called by `caller` (any task of the group's
+ * loop). Until started, the child runs under the caller's cancel scopes;
+ * then it moves into the group. Returns 0 and stores the started value in
+ * *value (may be NULL); the child's failure code if it failed before
+ * started (its payload, if any, is stored in *value and the caller owns it;
+ * with value NULL the payload's destructor runs); BRAID_ECANCELED if it was
+ * cancelled before started; BRAID_ESTATE if it returned without started or
+ * the group is closed; BRAID_EINVAL, BRAID_ENOMEM, BRAID_ETHREAD.
+ * On a stepped caller, returns BRAID_EPENDING and writes *value when the
+ * outcome arrives: `value` must stay valid until then.
+ */
+BRAID_API int braid_group_start(braid_group *group, braid_task *caller, braid_fn fn, void *arg,
+                                const braid_spawn_opts *opts, void **value);
+
+/** braid_group_start_stepped — as braid_group_start with a stepped body. */
+BRAID_API int braid_group_start_stepped(braid_group *group, braid_task *caller, braid_step_fn step, void *ctx,
+                                        const braid_spawn_opts *opts, void **value);
+
+/**
+ * braid_task_started — signal the starter of `self` that it is ready,
+ * passing `value`. Returns 0; BRAID_ESTATE if called twice; 0 without effect
+ * for a task that was spawned (not started), so a body may serve both.
+ * BRAID_EINVAL for NULL. Loop thread only. Not a checkpoint.
+ */
+BRAID_API int braid_task_started(braid_task *self, void *value);
+
+/**
+ * braid_task_fail — record a failure of `self` with `code` (must be a
+ * negative code other than BRAID_ECANCELED and BRAID_EPENDING, or any
+ * positive value) and an optional binding payload with its destructor
+ * (called once, by the group, when the failure is dropped). The task ends
+ * with this failure whatever it returns; a second call replaces the first
+ * (the first payload's destructor runs). Returns `code` (so a body can write
+ * `return braid_task_fail(...)`), or BRAID_EINVAL for NULL or a code of 0,
+ * BRAID_ECANCELED or BRAID_EPENDING (the payload's destructor runs then).
+ */
+BRAID_API int braid_task_fail(braid_task *self, int code, void *payload, void (*dtor)(void *));
+
+/**
+ * braid_group_close — wait for every child, then leave the group's scope.
+ *
+ * `rc` is the body's result; a failure (not 0, not BRAID_ECANCELED) is
+ * recorded as the body's failure and cancels the children. The first
+ * failure of any child cancels the group scope, so siblings see
+ * BRAID_ECANCELED at their next checkpoint. Returns 0; BRAID_EFAILED if any
+ * failure was recorded (braid_group_failure lists them); otherwise what
+ * braid_scope_exit of the group's scope returns (BRAID_ECANCELED when an
+ * outer cancellation must propagate). Must be called by the task that opened
+ * the group with the group's scope as its innermost (else BRAID_ESTATE).
+ * Blocking but not cancellable: a cancellation cancels the children and the
+ * close goes on waiting. A group with no children still checkpoints.
+ * Stepped tasks get BRAID_EPENDING and the result as resume. The group stays
+ * valid for braid_group_failure* until braid_group_free.
+ */
+BRAID_API int braid_group_close(braid_group *group, int rc);
+
+/**
+ * braid_group_fail — record a failure of the group's body with a payload
+ * (as braid_task_fail does for a child) and cancel the group. Returns 0,
+ * BRAID_EINVAL (as braid_task_fail), BRAID_ESTATE (closed). Loop thread only.
+ */
+BRAID_API int braid_group_fail(braid_group *group, int code, void *payload, void (*dtor)(void *));
+
+/** braid_group_failure_count — number of failures recorded (0 for NULL). */
+BRAID_API size_t braid_group_failure_count(const braid_group *group);
+
+/**
+ * braid_group_failure — the i-th failure, in the order they happened: its
+ * code, its payload (owned by the group; NULL if none) and the id of the
+ * task that failed. Out pointers may be NULL. Returns 0, BRAID_EINVAL
+ * (NULL group or i out of range).
+ */
+BRAID_API int braid_group_failure(const braid_group *group, size_t i, int *code, void **payload,
+                                  uint64_t *task_id);
+
+/**
+ * braid_group_take_payload — take ownership of the i-th failure's payload
+ * (the group will not run its destructor). Returns the payload, or NULL.
+ */
+BRAID_API void *braid_group_take_payload(braid_group *group, size_t i);
+
+/** braid_group_scope — the group's cancel scope (borrowed; take a reference
+ *  to keep it). Cancelling it cancels the body and every child. */
+BRAID_API braid_scope *braid_group_scope(const braid_group *group);
+
+/**
+ * braid_group_free — free a closed group and the payloads not taken.
+ * Freeing a group that was never closed is allowed only after its task left
+ * it (the task ended, misnested): the group is freed when its last child
+ * ends. Returns 0, BRAID_EINVAL, BRAID_ESTATE (still open in its task).
+ */
+BRAID_API int braid_group_free(braid_group *group);
+
+/** braid_group_child_count — children not yet finished. */
+BRAID_API size_t braid_group_child_count(const braid_group *group);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* BRAID_H */
