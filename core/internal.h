@@ -178,12 +178,12 @@ struct braid_task {
   uint8_t start_state;
   uint8_t has_failure;
   uint8_t name_owned;
-  int resume; /* outcome of the last wait */
+  uint8_t kept; /* 1: the group keeps this struct as a failure record */
+  int resume;   /* outcome of the last wait */
   /* Abort hook of the current cancellable wait: removes the task from what it
    * waits on. NULL when not blocked or when the wait is not cancellable. */
   void (*abort)(braid_task *t);
   braid__timer timer; /* sleeping */
-  uint8_t kept; /* the group keeps this struct as a failure record */
   void *wait_obj;      /* group close: the group; group start: the void ** out */
   braid_task *starter; /* the task blocked in braid_group_start for us */
   size_t stack_size;
@@ -261,6 +261,7 @@ BRAID__HIDDEN braid_group *braid__scope_group(const braid_scope *s);
 BRAID__HIDDEN int braid__stack_get(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__stack_put(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__stack_cache_free(braid_loop *loop);
+BRAID__HIDDEN void braid__stack_cache_trim(braid_loop *loop);
 BRAID__HIDDEN size_t braid__page_size(void);
 
 #endif

@@ -34,7 +34,7 @@
 #define BRAID__BATCH 64
 #define BRAID__DEFAULT_STACK (256u * 1024u)
 #define BRAID__MIN_STACK (16u * 1024u)
-#define BRAID__TASK_CACHE_MAX 1024u
+#define BRAID__TASK_CACHE_MAX 16384u
 
 BRAID__TLS braid__thread braid__tls;
 BRAID__TLS braid_task *braid__tls_current;
@@ -104,8 +104,7 @@ static braid_task *task_alloc(braid_loop *loop) {
     t = braid__alloc(sizeof *t);
     if (!t) return NULL;
   }
-  memset(t, 0, sizeof *t);
-  return t;
+  return t; /* braid__new_task initialises every field */
 }
 
 BRAID__HIDDEN void braid__task_free(braid_task *t);
@@ -140,6 +139,28 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
   }
   braid_task *t = task_alloc(loop);
   if (!t) return BRAID_ENOMEM;
+  /* Field by field rather than memset (see braid__scope_alloc). */
+  t->fiber.stack_lo = NULL;
+  t->fiber.stack_len = 0;
+  t->runq_next = NULL;
+  t->scope = NULL;
+  t->group = NULL;
+  t->user = NULL;
+  t->state = BRAID__T_READY;
+  t->resume_mode = BRAID__RESUME_VALUE;
+  t->start_state = BRAID__START_NONE;
+  t->has_failure = 0;
+  t->name_owned = 0;
+  t->kept = 0;
+  t->resume = 0;
+  t->abort = NULL;
+  t->wait_obj = NULL;
+  t->starter = NULL;
+  t->failure.code = 0;
+  t->failure.payload = NULL;
+  t->failure.dtor = NULL;
+  t->failure.next = NULL;
+  t->name = NULL;
   if (opts && opts->name) {
     t->name = braid__strdup(opts->name);
     if (!t->name) {
@@ -343,6 +364,7 @@ static void on_fd(uv_poll_t *h, int status, int events) {
 }
 
 static void poll_blocking(braid_loop *loop) {
+  braid__stack_cache_trim(loop);
   if (!loop->virtual_clock) {
     braid__timer *top = braid__heap_top(&loop->heap);
     if (top) {
@@ -381,6 +403,7 @@ static void sched_run(braid_loop *loop) {
       if (top) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         if (loop->runq_head || atomic_load(&loop->remote_pending)) continue;
+        braid__stack_cache_trim(loop);
         if (top->when > loop->vnow) loop->vnow = top->when;
         fire_expired(loop, loop->vnow);
         continue;

@@ -19,7 +19,10 @@
 
 #include "internal.h"
 
-#define BRAID__STACK_CACHE_MAX 1024u
+/* Stacks of ended tasks stay cached while the loop is busy, however many,
+ * so ending (or cancelling) many tasks never waits for munmap; when the loop
+ * goes idle the cache is trimmed back to BRAID__STACK_CACHE_KEEP. */
+#define BRAID__STACK_CACHE_KEEP 64u
 
 size_t braid__page_size(void) {
   static size_t page;
@@ -61,7 +64,7 @@ void braid__stack_put(braid_loop *loop, braid_task *t) {
   braid__fiber_destroy(&t->fiber);
   t->fiber.stack_lo = NULL;
   if (t->stack_size == loop->default_stack) {
-    if (loop->stack_cached == loop->stack_cache_cap && loop->stack_cache_cap < BRAID__STACK_CACHE_MAX) {
+    if (loop->stack_cached == loop->stack_cache_cap) {
       uint32_t cap = loop->stack_cache_cap ? loop->stack_cache_cap * 2 : 16;
       void **c = braid__realloc(loop->stack_cache, cap * sizeof *c);
       if (c) {
@@ -76,6 +79,13 @@ void braid__stack_put(braid_loop *loop, braid_task *t) {
   }
   unmap_stack(lo, t->stack_size);
   loop->stacks_mapped--;
+}
+
+void braid__stack_cache_trim(braid_loop *loop) {
+  while (loop->stack_cached > BRAID__STACK_CACHE_KEEP) {
+    unmap_stack(loop->stack_cache[--loop->stack_cached], loop->default_stack);
+    loop->stacks_mapped--;
+  }
 }
 
 void braid__stack_cache_free(braid_loop *loop) {

@@ -1,0 +1,75 @@
+# The two commands of braid:
+#   make demo   set up, build, install into build/install, run the demo
+#   make test   set up, build from scratch, run every suite
+# Other targets: build, install, bench, format, clean.
+
+BUILD   ?= build
+PREFIX  := $(abspath $(BUILD)/install)
+JOBS    ?= 2
+CMAKE   := cmake
+PKGCFG  := PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig:$(PREFIX)/lib/$(shell gcc -dumpmachine)/pkgconfig
+
+.PHONY: demo test setup build install bench format clean \
+        test-release test-asan test-tsan test-ucontext test-examples test-abi test-conformance
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CMAKE) -S . -B $(BUILD)/release -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
+	$(CMAKE) --build $(BUILD)/release -j$(JOBS)
+
+install: build
+	$(CMAKE) --install $(BUILD)/release >/dev/null
+
+demo: install
+	@mkdir -p $(BUILD)/examples
+	$(PKGCFG) sh -c 'cc -std=c11 -Wall -Wextra -Werror examples/c/demo.c $$(pkg-config --cflags --libs braid) \
+	    -Wl,-rpath,$(PREFIX)/lib -o $(BUILD)/examples/demo'
+	@$(BUILD)/examples/demo
+
+# Every suite, from scratch: the release build, the C suite under
+# ASan+UBSan, under TSan and with the ucontext fallback, the conformance
+# suite, the examples linked through pkg-config only, and the ABI check.
+test: setup
+	rm -rf $(BUILD)
+	$(MAKE) --no-print-directory test-release test-examples test-abi test-conformance test-ucontext test-asan test-tsan
+	@echo "make test: all suites passed"
+
+define cmake_suite
+	$(CMAKE) -S . -B $(BUILD)/$(1) $(2) >/dev/null
+	$(CMAKE) --build $(BUILD)/$(1) -j$(JOBS)
+	cd $(BUILD)/$(1) && ctest --output-on-failure -j$(JOBS) $(3)
+endef
+
+test-release:
+	$(call cmake_suite,release,-DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX=$(PREFIX))
+
+test-ucontext:
+	$(call cmake_suite,ucontext,-DCMAKE_BUILD_TYPE=Debug -DBRAID_CONTEXT=ucontext -DBRAID_BUILD_BENCH=OFF)
+
+test-asan:
+	$(call cmake_suite,asan,-DCMAKE_BUILD_TYPE=Debug -DBRAID_SANITIZE=address -DBRAID_BUILD_BENCH=OFF)
+
+test-tsan:
+	$(call cmake_suite,tsan,-DCMAKE_BUILD_TYPE=Debug -DBRAID_SANITIZE=thread -DBRAID_BUILD_BENCH=OFF)
+
+test-conformance: test-release
+	python3 tests/conformance/compare.py --testee $(BUILD)/release/tests/conformance/c/braid_testee
+
+test-examples: test-release
+	$(CMAKE) --install $(BUILD)/release >/dev/null
+	scripts/check-examples $(PREFIX)
+
+test-abi: test-release
+	scripts/check-abi $(BUILD)/release/libbraid.so
+
+bench: build
+	BRAID_BUILD_DIR=$(BUILD)/release bench/run
+
+format:
+	clang-format -i include/*.h core/*.c core/*.h tests/c/*.c tests/c/*.h examples/c/*.c bench/c/*.c \
+	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h)
+
+clean:
+	rm -rf $(BUILD)

@@ -1,0 +1,372 @@
+/*
+ * bench_braid.c — micro-benchmarks of the C core.
+ *
+ * Each bench runs a warm-up repetition, then `runs` timed repetitions of a
+ * loop of N operations, and reports the median per-operation time. Output is
+ * a table, or with --json one JSON object per line (see bench/README.md).
+ * --quick divides N by 10.
+ *
+ *   raw_switch        one braid__ctx_jump (the assembly switch alone)
+ *   task_switch       two stackful tasks yielding to each other, per yield
+ *   task_switch_stepped  the same with two stepped tasks, per step
+ *   checkpoint        braid_checkpoint of a lone task (no switch needed)
+ *   spawn_join        open a group, spawn one trivial task, close (per task)
+ *   spawn_join_batch  spawn 10,000 trivial tasks into one group, close (per task)
+ *   scope             braid_scope_new + enter + exit + unref, no deadline
+ *   scope_timeout     the same with a deadline (braid_move_on_after)
+ *   cancel_100k       cancel a group of 100,000 sleeping stepped tasks, until close returns
+ *   cancel_25k_stackful  the same with 25,000 stackful tasks (guard pages: see README)
+ *   idle_task_mem     resident bytes per idle sleeping stackful task (10,000 tasks)
+ *   idle_task_mem_stepped  the same for stepped tasks (100,000 tasks)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "braid.h"
+#include "../../core/ctx.h"
+
+static int json, quick;
+#define RUNS 5
+
+static double now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1e9 + ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static void report(const char *bench, const char *unit, double *v, int runs) {
+  qsort(v, runs, sizeof *v, cmp_double);
+  double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
+  if (json)
+    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench,
+           unit, med, runs);
+  else
+    printf("%-24s %12.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
+  fflush(stdout);
+}
+
+typedef double (*rep_fn)(long n); /* returns the per-op value of one repetition */
+
+static void bench(const char *name, const char *unit, rep_fn fn, long n) {
+  if (quick) n /= 10;
+  if (n < 1) n = 1;
+  double v[RUNS];
+  fn(n); /* warm-up */
+  for (int i = 0; i < RUNS; i++) v[i] = fn(n);
+  report(name, unit, v, RUNS);
+}
+
+static braid_run_opts vopts(void) {
+  braid_run_opts o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.clock = BRAID_CLOCK_VIRTUAL;
+  return o;
+}
+
+/* ---- raw_switch ---- */
+static braid__fiber f_main, f_other;
+static long raw_left;
+static void raw_entry(void) {
+  braid__fiber_started(&f_other);
+  for (;;) braid__fiber_switch(&f_other, &f_main, 0);
+}
+static double rep_raw_switch(long n) {
+  static char *stack;
+  if (!stack) {
+    stack = aligned_alloc(4096, 65536);
+    braid__fiber_init_thread(&f_main);
+    braid__fiber_init(&f_other, stack, 65536, raw_entry);
+  }
+  raw_left = n;
+  double t0 = now_ns();
+  for (long i = 0; i < n; i++) braid__fiber_switch(&f_main, &f_other, 0);
+  return (now_ns() - t0) / (2.0 * n);
+}
+
+/* ---- task_switch ---- */
+static long sw_n;
+static double sw_t0, sw_t1;
+static int yielder(braid_task *self, void *arg) {
+  (void)arg;
+  for (long i = 0; i < sw_n; i++) braid_checkpoint(self);
+  return 0;
+}
+static int sw_root(braid_task *self, void *arg) {
+  (void)arg;
+  braid_group *g;
+  braid_group_open(self, &g);
+  braid_group_spawn(g, yielder, NULL, NULL, NULL);
+  braid_group_spawn(g, yielder, NULL, NULL, NULL);
+  braid_checkpoint(self); /* let both start */
+  sw_t0 = now_ns();
+  braid_group_close(g, 0);
+  sw_t1 = now_ns();
+  braid_group_free(g);
+  return 0;
+}
+static double rep_task_switch(long n) {
+  sw_n = n;
+  braid_run_opts o = vopts();
+  braid_run(sw_root, NULL, &o);
+  return (sw_t1 - sw_t0) / (2.0 * n);
+}
+
+/* stepped yielders: the step function is the whole body */
+typedef struct {
+  long left;
+} step_ctx;
+static int step_yielder(braid_task *self, void *ctx, int resume) {
+  (void)resume;
+  step_ctx *c = ctx;
+  if (c->left-- <= 0) return 0;
+  return braid_checkpoint(self);
+}
+static int sws_root(braid_task *self, void *arg) {
+  (void)arg;
+  step_ctx a = {sw_n}, b = {sw_n};
+  braid_group *g;
+  braid_group_open(self, &g);
+  braid_group_spawn_stepped(g, step_yielder, &a, NULL, NULL);
+  braid_group_spawn_stepped(g, step_yielder, &b, NULL, NULL);
+  sw_t0 = now_ns();
+  braid_group_close(g, 0);
+  sw_t1 = now_ns();
+  braid_group_free(g);
+  return 0;
+}
+static double rep_task_switch_stepped(long n) {
+  sw_n = n;
+  braid_run_opts o = vopts();
+  braid_run(sws_root, NULL, &o);
+  return (sw_t1 - sw_t0) / (2.0 * n);
+}
+
+/* ---- checkpoint ---- */
+static int cp_root(braid_task *self, void *arg) {
+  long n = *(long *)arg;
+  sw_t0 = now_ns();
+  for (long i = 0; i < n; i++) braid_checkpoint(self);
+  sw_t1 = now_ns();
+  return 0;
+}
+static double rep_checkpoint(long n) {
+  braid_run_opts o = vopts();
+  braid_run(cp_root, &n, &o);
+  return (sw_t1 - sw_t0) / n;
+}
+
+/* ---- spawn_join ---- */
+static int trivial(braid_task *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return 0;
+}
+static int sj_root(braid_task *self, void *arg) {
+  long n = *(long *)arg;
+  braid_group *g;
+  /* warm the stack cache */
+  braid_group_open(self, &g);
+  braid_group_spawn(g, trivial, NULL, NULL, NULL);
+  braid_group_close(g, 0);
+  braid_group_free(g);
+  sw_t0 = now_ns();
+  for (long i = 0; i < n; i++) {
+    braid_group_open(self, &g);
+    braid_group_spawn(g, trivial, NULL, NULL, NULL);
+    braid_group_close(g, 0);
+    braid_group_free(g);
+  }
+  sw_t1 = now_ns();
+  return 0;
+}
+static double rep_spawn_join(long n) {
+  braid_run_opts o = vopts();
+  braid_run(sj_root, &n, &o);
+  return (sw_t1 - sw_t0) / n;
+}
+
+static int sjb_root(braid_task *self, void *arg) {
+  long n = *(long *)arg;
+  braid_group *g;
+  braid_group_open(self, &g);
+  braid_group_spawn(g, trivial, NULL, NULL, NULL);
+  braid_group_close(g, 0);
+  braid_group_free(g);
+  sw_t0 = now_ns();
+  for (long done = 0; done < n; done += 10000) {
+    braid_group_open(self, &g);
+    for (int i = 0; i < 10000; i++) braid_group_spawn(g, trivial, NULL, NULL, NULL);
+    braid_group_close(g, 0);
+    braid_group_free(g);
+  }
+  sw_t1 = now_ns();
+  return 0;
+}
+static double rep_spawn_join_batch(long n) {
+  n = (n + 9999) / 10000 * 10000;
+  braid_run_opts o = vopts();
+  braid_run(sjb_root, &n, &o);
+  return (sw_t1 - sw_t0) / n;
+}
+
+/* ---- scopes ---- */
+static int scope_root(braid_task *self, void *arg) {
+  long n = *(long *)arg;
+  sw_t0 = now_ns();
+  for (long i = 0; i < n; i++) {
+    braid_scope *s;
+    braid_scope_new(BRAID_NEVER, 0, &s);
+    braid_scope_enter(self, s);
+    braid_scope_exit(s, 0);
+    braid_scope_unref(s);
+  }
+  sw_t1 = now_ns();
+  return 0;
+}
+static int scope_dl_root(braid_task *self, void *arg) {
+  long n = *(long *)arg;
+  sw_t0 = now_ns();
+  for (long i = 0; i < n; i++) {
+    braid_scope *s;
+    braid_move_on_after(self, 3600 * BRAID_SEC, &s);
+    braid_scope_exit(s, 0);
+    braid_scope_unref(s);
+  }
+  sw_t1 = now_ns();
+  return 0;
+}
+static double rep_scope(long n) {
+  braid_run_opts o = vopts();
+  braid_run(scope_root, &n, &o);
+  return (sw_t1 - sw_t0) / n;
+}
+static double rep_scope_dl(long n) {
+  braid_run_opts o = vopts();
+  o.clock = BRAID_CLOCK_REAL; /* the deadline check reads the clock */
+  braid_run(scope_dl_root, &n, &o);
+  return (sw_t1 - sw_t0) / n;
+}
+
+/* ---- cancellation of many sleepers ---- */
+static int sleep_forever_stepped(braid_task *self, void *ctx, int resume) {
+  (void)ctx;
+  if (resume == BRAID_ECANCELED) return BRAID_ECANCELED;
+  return braid_sleep_forever(self);
+}
+static int sleeper(braid_task *self, void *arg) {
+  (void)arg;
+  return braid_sleep_forever(self);
+}
+static int cancel_root(braid_task *self, void *arg) {
+  long n = ((long *)arg)[0], stepped = ((long *)arg)[1];
+  braid_group *g;
+  braid_group_open(self, &g);
+  for (long i = 0; i < n; i++) {
+    if (stepped)
+      braid_group_spawn_stepped(g, sleep_forever_stepped, NULL, NULL, NULL);
+    else
+      braid_group_spawn(g, sleeper, NULL, NULL, NULL);
+  }
+  braid_cancel_shielded_checkpoint(self); /* everyone is asleep now */
+  sw_t0 = now_ns();
+  braid_scope_cancel(braid_group_scope(g));
+  braid_group_close(g, 0);
+  sw_t1 = now_ns();
+  braid_group_free(g);
+  return 0;
+}
+static double rep_cancel(long n, long stepped) {
+  long args[2] = {n, stepped};
+  braid_run_opts o = vopts();
+  int rc = braid_run(cancel_root, args, &o);
+  if (rc) fprintf(stderr, "cancel bench: %s\n", braid_errname(rc));
+  return (sw_t1 - sw_t0) / 1e6;
+}
+static double rep_cancel_100k(long n) {
+  (void)n;
+  return rep_cancel(100000, 1);
+}
+static double rep_cancel_25k(long n) {
+  (void)n;
+  return rep_cancel(25000, 0);
+}
+
+/* ---- memory per idle task ---- */
+static long rss_bytes(void) {
+  FILE *f = fopen("/proc/self/statm", "r");
+  long pages = 0, rss = 0;
+  if (f) {
+    if (fscanf(f, "%ld %ld", &pages, &rss) != 2) rss = 0;
+    fclose(f);
+  }
+  return rss * sysconf(_SC_PAGESIZE);
+}
+static double mem_result;
+static int mem_root(braid_task *self, void *arg) {
+  long n = ((long *)arg)[0], stepped = ((long *)arg)[1];
+  braid_group *g;
+  braid_group_open(self, &g);
+  long before = rss_bytes();
+  for (long i = 0; i < n; i++) {
+    if (stepped)
+      braid_group_spawn_stepped(g, sleep_forever_stepped, NULL, NULL, NULL);
+    else
+      braid_group_spawn(g, sleeper, NULL, NULL, NULL);
+  }
+  braid_cancel_shielded_checkpoint(self);
+  mem_result = (double)(rss_bytes() - before) / n;
+  braid_scope_cancel(braid_group_scope(g));
+  braid_group_close(g, 0);
+  braid_group_free(g);
+  return 0;
+}
+static double rep_mem(long n, long stepped) {
+  long args[2] = {n, stepped};
+  braid_run_opts o = vopts();
+  braid_run(mem_root, args, &o);
+  return mem_result;
+}
+static double rep_mem_stackful(long n) {
+  (void)n;
+  return rep_mem(10000, 0);
+}
+static double rep_mem_stepped(long n) {
+  (void)n;
+  return rep_mem(100000, 1);
+}
+
+int main(int argc, char **argv) {
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--json"))
+      json = 1;
+    else if (!strcmp(argv[i], "--quick"))
+      quick = 1;
+    else {
+      fprintf(stderr, "usage: %s [--json] [--quick]\n", argv[0]);
+      return 2;
+    }
+  }
+  if (!json) printf("braid %s C benchmarks (median of %d runs)\n", braid_version_string(), RUNS);
+  bench("raw_switch", "ns/op", rep_raw_switch, 10000000);
+  bench("task_switch", "ns/op", rep_task_switch, 2000000);
+  bench("task_switch_stepped", "ns/op", rep_task_switch_stepped, 2000000);
+  bench("checkpoint", "ns/op", rep_checkpoint, 5000000);
+  bench("spawn_join", "ns/op", rep_spawn_join, 1000000);
+  bench("spawn_join_batch", "ns/op", rep_spawn_join_batch, 1000000);
+  bench("scope", "ns/op", rep_scope, 5000000);
+  bench("scope_timeout", "ns/op", rep_scope_dl, 5000000);
+  bench("cancel_100k", "ms", rep_cancel_100k, 1);
+  bench("cancel_25k_stackful", "ms", rep_cancel_25k, 1);
+  bench("idle_task_mem", "bytes/task", rep_mem_stackful, 1);
+  bench("idle_task_mem_stepped", "bytes/task", rep_mem_stepped, 1);
+  return 0;
+}
