@@ -224,6 +224,8 @@ struct braid_loop {
   uint32_t task_free_n;
   braid_scope *scope_free;
   uint32_t scope_free_n;
+  braid_group *group_free;
+  uint32_t group_free_n;
   /* stats */
   uint64_t switches, steps, spawned, batches;
   /* remote messages from other threads */
@@ -255,7 +257,7 @@ BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);
 BRAID__HIDDEN void braid__group_child_done(braid_task *t, int rc);
 BRAID__HIDDEN int braid__group_finish_close(braid_group *g);
 BRAID__HIDDEN void braid__group_abandon(braid_group *g);
-BRAID__HIDDEN braid_group *braid__scope_group(const braid_scope *s);
+BRAID__HIDDEN void braid__loop_group_cache_free(braid_loop *loop);
 
 /* stack.c */
 BRAID__HIDDEN int braid__stack_get(braid_loop *loop, braid_task *t);

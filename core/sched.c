@@ -218,18 +218,6 @@ static bool task_finish(braid_task *t, int rc) {
   return !t->kept;
 }
 
-void braid__task_main(void) {
-  braid_task *t = braid__tls_current;
-  braid__fiber_started(&t->fiber);
-  int rc = t->body.fn(t, t->arg);
-  braid_loop *loop = t->loop;
-  if (!task_finish(t, rc)) t->kept = 2; /* the reaper must not free it */
-  loop->dead = t;
-  braid__tls_current = NULL;
-  braid__fiber_switch(&t->fiber, &loop->sched, 1);
-  abort(); /* unreachable: a dead task is never resumed */
-}
-
 static void reap(braid_loop *loop) {
   braid_task *t = loop->dead;
   loop->dead = NULL;
@@ -238,6 +226,20 @@ static void reap(braid_loop *loop) {
     t->kept = 1;
   else
     braid__task_free(t);
+}
+
+static void switch_next(braid_loop *loop, braid_task *self, int dying);
+
+void braid__task_main(void) {
+  braid_task *t = braid__tls_current;
+  braid__fiber_started(&t->fiber);
+  braid_loop *loop = t->loop;
+  if (loop->dead) reap(loop);
+  int rc = t->body.fn(t, t->arg);
+  if (!task_finish(t, rc)) t->kept = 2; /* the reaper must not free it */
+  loop->dead = t;
+  switch_next(loop, t, 1);
+  abort(); /* unreachable: a dead task is never resumed */
 }
 
 /* ---- switching ---- */
@@ -249,23 +251,26 @@ int braid__check_running(const braid_task *t) {
   return 0;
 }
 
-/* Leave the running stackful task `self` (its wait is registered) and run
- * the next ready stackful task of the batch directly, or the scheduler. */
-static void switch_out(braid_loop *loop, braid_task *self) {
+/* Leave the running stackful task `self` (its wait is registered, or it is
+ * dying) and run the next ready stackful task of the batch directly — giving
+ * it a stack if it has none yet — or else the scheduler. Whoever runs next
+ * releases the stack of a dying task (loop->dead). */
+static void switch_next(braid_loop *loop, braid_task *self, int dying) {
   braid_task *next = loop->runq_head;
-  if (loop->budget > 0 && next && !next->stepped && next->fiber.stack_lo) {
+  if (loop->budget > 0 && next && !next->stepped && (next->fiber.stack_lo || braid__stack_get(loop, next) == 0)) {
     runq_pop(loop);
     loop->budget--;
     next->state = BRAID__T_RUNNING;
     if (next == self) return;
     loop->switches++;
     braid__tls_current = next;
-    braid__fiber_switch(&self->fiber, &next->fiber, 0);
+    braid__fiber_switch(&self->fiber, &next->fiber, dying);
   } else {
     loop->switches++;
     braid__tls_current = NULL;
-    braid__fiber_switch(&self->fiber, &loop->sched, 0);
+    braid__fiber_switch(&self->fiber, &loop->sched, dying);
   }
+  if (loop->dead) reap(loop);
 }
 
 int braid__after_wake(braid_task *t) {
@@ -283,7 +288,7 @@ int braid__after_wake(braid_task *t) {
 
 int braid__suspend(braid_task *t) {
   if (t->stepped) return BRAID_EPENDING;
-  switch_out(t->loop, t);
+  switch_next(t->loop, t, 0);
   return braid__after_wake(t);
 }
 
@@ -429,6 +434,7 @@ static void loop_destroy(braid_loop *loop) {
     braid__free(t);
   }
   braid__loop_scope_cache_free(loop);
+  braid__loop_group_cache_free(loop);
   braid__heap_free(&loop->heap);
   uv_close((uv_handle_t *)&loop->uv_timer, close_cb);
   uv_close((uv_handle_t *)&loop->uv_async, close_cb);
@@ -436,7 +442,7 @@ static void loop_destroy(braid_loop *loop) {
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   uv_loop_close(&loop->uv);
   pthread_mutex_destroy(&loop->remote_mu);
-  braid__fiber_destroy(&loop->sched);
+  /* loop->sched is the thread's own context: nothing to destroy */
   braid__free(loop);
 }
 
@@ -476,6 +482,15 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
       loop->fd_active = 1;
     }
   }
+  /* The stack cache's first slots are allocated here so that the usual
+   * case never allocates when a task ends (growth past them may fail; then
+   * the stack is simply unmapped). */
+  loop->stack_cache = braid__alloc(64 * sizeof *loop->stack_cache);
+  if (!loop->stack_cache) {
+    loop_destroy(loop);
+    return BRAID_ENOMEM;
+  }
+  loop->stack_cache_cap = 64;
   braid__fiber_init_thread(&loop->sched);
   braid_spawn_opts so = {sizeof so, o.root_name ? o.root_name : "root", 0};
   braid_task *root;

@@ -313,10 +313,12 @@ BRAID_API int braid_scope_unref(braid_scope *scope);
  * braid_scope_enter — make `scope` the innermost scope of `task`, or of the
  * calling thread when task is NULL.
  *
- * A scope is entered once. If its deadline has already passed, it is
+ * A scope is entered once. If its deadline is now or earlier, it is
  * cancelled at once (the next checkpoint fails). Returns 0, BRAID_EINVAL
- * (NULL scope), BRAID_ESTATE (already entered), BRAID_ETHREAD (task of
- * another thread). Not a checkpoint. Loop thread only (or the thread itself).
+ * (NULL scope), BRAID_ESTATE (already entered, or `task` is not the running
+ * task), BRAID_ETHREAD (task of another thread), BRAID_ENOMEM (the deadline
+ * could not be registered; the scope is not entered). Not a checkpoint.
+ * Loop thread only (or the thread itself).
  */
 BRAID_API int braid_scope_enter(braid_task *task, braid_scope *scope);
 
@@ -347,7 +349,8 @@ BRAID_API int braid_scope_cancel(braid_scope *scope);
 /**
  * braid_scope_set_deadline — move the deadline (BRAID_NEVER removes it).
  * A deadline in the past cancels the scope immediately. Returns 0,
- * BRAID_EINVAL, BRAID_ETHREAD (entered on another thread's loop).
+ * BRAID_EINVAL, BRAID_ETHREAD (entered on another thread's loop),
+ * BRAID_ENOMEM (the deadline could not be registered; unchanged).
  * Loop thread only once entered; any thread before.
  */
 BRAID_API int braid_scope_set_deadline(braid_scope *scope, braid_time_t deadline);
@@ -424,7 +427,8 @@ BRAID_API int braid_fail_after(braid_task *task, braid_time_t duration, braid_sc
 /**
  * braid_sleep — sleep for `duration` ns (<= 0: a plain checkpoint).
  * Returns 0 when the time has passed, BRAID_ECANCELED, BRAID_EPENDING
- * (stepped), BRAID_EINVAL, BRAID_ESTATE (not the running task).
+ * (stepped), BRAID_EINVAL, BRAID_ESTATE (not the running task),
+ * BRAID_ETHREAD, BRAID_ENOMEM (the wake-up could not be registered).
  */
 BRAID_API int braid_sleep(braid_task *task, braid_time_t duration);
 
@@ -471,7 +475,9 @@ BRAID_API int braid_group_spawn_stepped(braid_group *group, braid_step_fn step, 
  * braid_group_start — start a child and wait until it calls
  * braid_task_started. Blocking, called by `caller` (any task of the group's
  * loop). Until started, the child runs under the caller's cancel scopes;
- * then it moves into the group. Returns 0 and stores the started value in
+ * then it moves into the group. The child starts even if the caller is
+ * already cancelled (it is then cancelled at its first checkpoint, as in
+ * Trio); the wait itself is not cancellable. Returns 0 and stores the started value in
  * *value (may be NULL); the child's failure code if it failed before
  * started (its payload, if any, is stored in *value and the caller owns it;
  * with value NULL the payload's destructor runs); BRAID_ECANCELED if it was
@@ -511,15 +517,18 @@ BRAID_API int braid_task_fail(braid_task *self, int code, void *payload, void (*
  * braid_group_close — wait for every child, then leave the group's scope.
  *
  * `rc` is the body's result; a failure (not 0, not BRAID_ECANCELED) is
- * recorded as the body's failure and cancels the children. The first
- * failure of any child cancels the group scope, so siblings see
- * BRAID_ECANCELED at their next checkpoint. Returns 0; BRAID_EFAILED if any
- * failure was recorded (braid_group_failure lists them); otherwise what
- * braid_scope_exit of the group's scope returns (BRAID_ECANCELED when an
- * outer cancellation must propagate). Must be called by the task that opened
+ * recorded as the body's failure (unless braid_group_fail already recorded
+ * one) and cancels the children. The first failure of any child cancels the
+ * group scope, so siblings see BRAID_ECANCELED at their next checkpoint.
+ * Returns 0; BRAID_EFAILED if any failure was recorded (braid_group_failure
+ * lists them); otherwise braid_scope_exit of the group's scope with
+ * BRAID_ECANCELED if the body or any child ended with BRAID_ECANCELED, else
+ * with 0 — so a cancellation of the group itself is caught (0) and an outer
+ * one propagates (BRAID_ECANCELED). Must be called by the task that opened
  * the group with the group's scope as its innermost (else BRAID_ESTATE).
  * Blocking but not cancellable: a cancellation cancels the children and the
- * close goes on waiting. A group with no children still checkpoints.
+ * close goes on waiting. A group with no children still yields once (a
+ * cancel-shielded checkpoint, as Trio's nursery exit).
  * Stepped tasks get BRAID_EPENDING and the result as resume. The group stays
  * valid for braid_group_failure* until braid_group_free.
  */
@@ -527,8 +536,10 @@ BRAID_API int braid_group_close(braid_group *group, int rc);
 
 /**
  * braid_group_fail — record a failure of the group's body with a payload
- * (as braid_task_fail does for a child) and cancel the group. Returns 0,
- * BRAID_EINVAL (as braid_task_fail), BRAID_ESTATE (closed). Loop thread only.
+ * (as braid_task_fail does for a child) and cancel the group. A second call
+ * replaces the first (whose payload is destroyed). Returns 0, BRAID_EINVAL
+ * (as braid_task_fail), BRAID_ESTATE (closed), BRAID_ETHREAD; on every error
+ * the payload's destructor runs. Loop thread only.
  */
 BRAID_API int braid_group_fail(braid_group *group, int code, void *payload, void (*dtor)(void *));
 

@@ -1,0 +1,3 @@
+module braidbench/peers
+
+go 1.22

@@ -1,0 +1,218 @@
+// Command peers: Go goroutine peer benchmarks for braid (impl "go").
+//
+// Every bench runs one uncounted warm-up repetition and then `runs`
+// repetitions; each repetition times a loop with time.Now and divides by the
+// number of ops. The median per-op value is reported.
+//
+//	spawn_join        go func(){ wg.Done() }() then wg.Wait() for that one
+//	                  goroutine; ns per spawn+join.
+//	spawn_join_batch  spawn 10,000 goroutines, then wait for all of them;
+//	                  ns per goroutine.
+//	task_switch       two goroutines ping-pong via runtime.Gosched() under
+//	                  GOMAXPROCS(1); ns per yield.
+//	scope_timeout     context.WithTimeout(parent, 1h) then cancel(); ns/op.
+//	cancel_100k       100,000 goroutines parked in select on ctx.Done(); ms
+//	                  from cancel() until all have exited (sync.WaitGroup).
+//	idle_task_mem     RSS growth (/proc/self/statm) per goroutine parked on a
+//	                  channel receive, 100,000 goroutines; bytes/task. Each
+//	                  repetition runs in a fresh child process so memory freed
+//	                  by an earlier repetition cannot be reused.
+//
+// Except for task_switch, benches use the default GOMAXPROCS (= CPU count).
+//
+// Usage: peers [--json] [--quick]   (--quick: ~10x fewer iterations for the
+// per-op benches; cancel_100k and idle_task_mem keep 100,000 goroutines)
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+const (
+	runs      = 5
+	memRuns   = 3
+	batchSize = 10_000
+	manyTasks = 100_000
+)
+
+// measure runs rep once as a warm-up, then n counted times; returns the median.
+func measure(n int, rep func() float64) float64 {
+	rep()
+	v := make([]float64, n)
+	for i := range v {
+		v[i] = rep()
+	}
+	sort.Float64s(v)
+	if n%2 == 1 {
+		return v[n/2]
+	}
+	return (v[n/2-1] + v[n/2]) / 2
+}
+
+func nsPer(start time.Time, ops int) float64 {
+	return float64(time.Since(start).Nanoseconds()) / float64(ops)
+}
+
+func spawnJoin(n int) float64 {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() { wg.Done() }()
+		wg.Wait()
+	}
+	return nsPer(start, n)
+}
+
+func spawnJoinBatch(batches int) float64 {
+	var wg sync.WaitGroup
+	start := time.Now()
+	for b := 0; b < batches; b++ {
+		wg.Add(batchSize)
+		for i := 0; i < batchSize; i++ {
+			go func() { wg.Done() }()
+		}
+		wg.Wait()
+	}
+	return nsPer(start, batches*batchSize)
+}
+
+func taskSwitch(n int) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	body := func() {
+		for i := 0; i < n; i++ {
+			runtime.Gosched()
+		}
+		wg.Done()
+	}
+	start := time.Now()
+	go body()
+	go body()
+	wg.Wait()
+	return nsPer(start, 2*n)
+}
+
+func scopeTimeout(n int) float64 {
+	parent := context.Background()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		_, cancel := context.WithTimeout(parent, time.Hour)
+		cancel()
+	}
+	return nsPer(start, n)
+}
+
+// cancelAll returns ms from cancel() until `tasks` parked goroutines exited.
+func cancelAll(tasks int) float64 {
+	ctx, cancel := context.WithCancel(context.Background())
+	var started, exited sync.WaitGroup
+	started.Add(tasks)
+	exited.Add(tasks)
+	for i := 0; i < tasks; i++ {
+		go func() {
+			started.Done()
+			select {
+			case <-ctx.Done():
+			}
+			exited.Done()
+		}()
+	}
+	started.Wait()
+	time.Sleep(10 * time.Millisecond) // let the last few actually park
+	start := time.Now()
+	cancel()
+	exited.Wait()
+	return float64(time.Since(start).Nanoseconds()) / 1e6
+}
+
+func rssBytes() int64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		panic(err)
+	}
+	pages, err := strconv.ParseInt(strings.Fields(string(b))[1], 10, 64)
+	if err != nil {
+		panic(err)
+	}
+	return pages * int64(os.Getpagesize())
+}
+
+// idleMemChild (run in a fresh process) parks `tasks` goroutines on a
+// channel and prints the RSS growth per goroutine.
+func idleMemChild(tasks int) {
+	ch := make(chan struct{})
+	var started sync.WaitGroup
+	started.Add(tasks)
+	runtime.GC()
+	before := rssBytes()
+	for i := 0; i < tasks; i++ {
+		go func() {
+			started.Done()
+			<-ch
+		}()
+	}
+	started.Wait()
+	fmt.Println(float64(rssBytes()-before) / float64(tasks))
+}
+
+func idleMem(tasks int) float64 {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	out, err := exec.Command(self, "-idle-mem-child", strconv.Itoa(tasks)).Output()
+	if err != nil {
+		panic(err)
+	}
+	v, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64)
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func main() {
+	jsonOut := flag.Bool("json", false, "print one JSON object per line")
+	quick := flag.Bool("quick", false, "~10x fewer iterations (CI smoke)")
+	child := flag.Int("idle-mem-child", 0, "internal: run one idle_task_mem repetition")
+	flag.Parse()
+	if *child > 0 {
+		idleMemChild(*child)
+		return
+	}
+
+	scale := 1
+	if *quick {
+		scale = 10
+	}
+	if !*jsonOut {
+		fmt.Printf("%-18s %-6s %12s  %-10s %s\n", "bench", "impl", "median", "unit", "runs")
+	}
+	report := func(bench, unit string, n int, median float64) {
+		if *jsonOut {
+			fmt.Printf("{\"bench\": %q, \"impl\": \"go\", \"unit\": %q, \"median\": %.2f, \"runs\": %d}\n",
+				bench, unit, median, n)
+		} else {
+			fmt.Printf("%-18s %-6s %12.2f  %-10s %d\n", bench, "go", median, unit, n)
+		}
+	}
+
+	report("spawn_join", "ns/op", runs, measure(runs, func() float64 { return spawnJoin(1_000_000 / scale) }))
+	report("spawn_join_batch", "ns/op", runs, measure(runs, func() float64 { return spawnJoinBatch(50 / scale) }))
+	report("task_switch", "ns/op", runs, measure(runs, func() float64 { return taskSwitch(1_000_000 / scale) }))
+	report("scope_timeout", "ns/op", runs, measure(runs, func() float64 { return scopeTimeout(1_000_000 / scale) }))
+	report("cancel_100k", "ms", runs, measure(runs, func() float64 { return cancelAll(manyTasks) }))
+	report("idle_task_mem", "bytes/task", memRuns, measure(memRuns, func() float64 { return idleMem(manyTasks) }))
+}

@@ -1,0 +1,323 @@
+/*
+ * test_checkpoint.c — the three checkpoints: braid_checkpoint (yield, then
+ * fail if cancelled), braid_checkpoint_if_cancelled (fail if cancelled, no
+ * yield) and braid_cancel_shielded_checkpoint (yield, never fail), plus
+ * braid_task_cancelled, on stackful tasks.
+ */
+#include "helpers.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define LOG_MAX 64
+
+struct log {
+  char entries[LOG_MAX][8];
+  int n;
+};
+
+static void log_add(struct log *l, const char *s) {
+  if (CHECK(l->n < LOG_MAX)) {
+    strncpy(l->entries[l->n], s, sizeof l->entries[0] - 1);
+    l->n++;
+  }
+}
+
+static int log_index(const struct log *l, const char *s) {
+  for (int i = 0; i < l->n; i++)
+    if (strcmp(l->entries[i], s) == 0) return i;
+  return -1;
+}
+
+/* ---- yielding -------------------------------------------------------- */
+
+struct yield_ctx {
+  struct log log;
+  const char *names[2];
+  int which;
+};
+
+static int yield_child(braid_task *self, void *arg) {
+  struct yield_ctx *c = arg;
+  const char *name = c->names[c->which++];
+  char e[8];
+  for (int round = 1; round <= 3; round++) {
+    snprintf(e, sizeof e, "%s%d", name, round);
+    log_add(&c->log, e);
+    CHECK_INT(braid_checkpoint(self), 0);
+  }
+  return 0;
+}
+
+static int yield_root(braid_task *self, void *arg) {
+  struct yield_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, yield_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, yield_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_checkpoint_yields_to_other_ready_tasks(void **state) {
+  (void)state;
+  struct yield_ctx c;
+  memset(&c, 0, sizeof c);
+  c.names[0] = "a";
+  c.names[1] = "b";
+  assert_int_equal(run_virtual(yield_root, &c), 0);
+  assert_int_equal(c.log.n, 6);
+  /* Each round of one task happens before the next round of the other:
+   * the two interleave instead of one running to completion. */
+  for (int round = 1; round <= 2; round++) {
+    char a[8], b[8], a_next[8], b_next[8];
+    snprintf(a, sizeof a, "a%d", round);
+    snprintf(b, sizeof b, "b%d", round);
+    snprintf(a_next, sizeof a_next, "a%d", round + 1);
+    snprintf(b_next, sizeof b_next, "b%d", round + 1);
+    assert_true(log_index(&c.log, a) < log_index(&c.log, b_next));
+    assert_true(log_index(&c.log, b) < log_index(&c.log, a_next));
+  }
+}
+
+struct child_ran_ctx {
+  int child_ran;
+  int ran_after_if_cancelled, ran_after_checkpoint, ran_after_shielded, ran_after_group_spawn;
+  int rc_if_cancelled, rc_checkpoint, rc_shielded;
+};
+
+static int set_flag_child(braid_task *self, void *arg) {
+  (void)self;
+  *(int *)arg = 1;
+  return 0;
+}
+
+static int if_cancelled_no_yield_root(braid_task *self, void *arg) {
+  struct child_ran_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->child_ran, NULL, NULL), 0);
+  c->ran_after_group_spawn = c->child_ran;
+  c->rc_if_cancelled = braid_checkpoint_if_cancelled(self);
+  c->ran_after_if_cancelled = c->child_ran;
+  c->rc_checkpoint = braid_checkpoint(self);
+  c->ran_after_checkpoint = c->child_ran;
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_checkpoint_if_cancelled_does_not_yield(void **state) {
+  (void)state;
+  struct child_ran_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(if_cancelled_no_yield_root, &c), 0);
+  assert_int_equal(c.ran_after_group_spawn, 0); /* children start at the next switch */
+  assert_int_equal(c.rc_if_cancelled, 0);
+  assert_int_equal(c.ran_after_if_cancelled, 0);
+  assert_int_equal(c.rc_checkpoint, 0);
+  assert_int_equal(c.ran_after_checkpoint, 1);
+}
+
+static int shielded_checkpoint_root(braid_task *self, void *arg) {
+  struct child_ran_ctx *c = arg;
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->child_ran, NULL, NULL), 0);
+  CHECK_INT(braid_scope_cancel(s), 0);
+  c->rc_shielded = braid_cancel_shielded_checkpoint(self);
+  c->ran_after_shielded = c->child_ran;
+  c->rc_if_cancelled = braid_checkpoint_if_cancelled(self);
+  c->rc_checkpoint = braid_checkpoint(self);
+  /* The child finished without failing; the outer cancel propagates. */
+  int rc = braid_group_close(g, c->rc_checkpoint);
+  CHECK_INT(rc, BRAID_ECANCELED);
+  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(braid_scope_exit(s, rc), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_cancel_shielded_checkpoint_yields_but_never_fails(void **state) {
+  (void)state;
+  struct child_ran_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(shielded_checkpoint_root, &c), 0);
+  assert_int_equal(c.rc_shielded, 0);
+  assert_int_equal(c.ran_after_shielded, 1);
+  assert_int_equal(c.rc_if_cancelled, BRAID_ECANCELED);
+  assert_int_equal(c.rc_checkpoint, BRAID_ECANCELED);
+}
+
+/* ---- level-triggered delivery ---------------------------------------- */
+
+struct level_ctx {
+  int results[6];
+  int cancelled_flags[3];
+  int rc_exit;
+};
+
+static int level_root(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  c->cancelled_flags[0] = braid_task_cancelled(self);
+  CHECK_INT(braid_scope_cancel(s), 0);
+  c->cancelled_flags[1] = braid_task_cancelled(self);
+  /* Neither failure "consumes" the cancellation. */
+  c->results[0] = braid_checkpoint(self);
+  c->results[1] = braid_checkpoint_if_cancelled(self);
+  c->results[2] = braid_checkpoint(self);
+  c->results[3] = braid_cancel_shielded_checkpoint(self);
+  c->results[4] = braid_checkpoint_if_cancelled(self);
+  c->results[5] = braid_sleep(self, 0);
+  c->rc_exit = braid_scope_exit(s, BRAID_ECANCELED);
+  c->cancelled_flags[2] = braid_task_cancelled(self);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_checkpoints_keep_failing_while_inside_a_cancelled_scope(void **state) {
+  (void)state;
+  struct level_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(level_root, &c), 0);
+  assert_int_equal(c.cancelled_flags[0], 0);
+  assert_int_equal(c.cancelled_flags[1], 1);
+  assert_int_equal(c.results[0], BRAID_ECANCELED);
+  assert_int_equal(c.results[1], BRAID_ECANCELED);
+  assert_int_equal(c.results[2], BRAID_ECANCELED);
+  assert_int_equal(c.results[3], 0);
+  assert_int_equal(c.results[4], BRAID_ECANCELED);
+  assert_int_equal(c.results[5], BRAID_ECANCELED);
+  assert_int_equal(c.rc_exit, 0);
+  assert_int_equal(c.cancelled_flags[2], 0);
+}
+
+/* ---- a cancel arriving while the task waits in a checkpoint ---------- */
+
+struct pending_cancel_ctx {
+  braid_scope *scope;
+  int rc_cp_when_cancelled_meanwhile;
+  int cancelled_seen_by_other;
+};
+
+static int cancel_scope_child(braid_task *self, void *arg) {
+  struct pending_cancel_ctx *c = arg;
+  (void)self;
+  CHECK_INT(braid_scope_cancel(c->scope), 0);
+  c->cancelled_seen_by_other = 1;
+  return 0;
+}
+
+static int cancel_during_yield_root(braid_task *self, void *arg) {
+  struct pending_cancel_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_scope_enter(self, c->scope), 0);
+  CHECK_INT(braid_group_spawn(g, cancel_scope_child, c, NULL, NULL), 0);
+  /* The child runs during this yield and cancels our scope: the
+   * checkpoint fails after the yield. */
+  c->rc_cp_when_cancelled_meanwhile = braid_checkpoint(self);
+  CHECK_INT(braid_scope_exit(c->scope, c->rc_cp_when_cancelled_meanwhile), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(braid_scope_unref(c->scope), 0);
+  return 0;
+}
+
+static void test_checkpoint_fails_when_cancelled_during_its_yield(void **state) {
+  (void)state;
+  struct pending_cancel_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cancel_during_yield_root, &c), 0);
+  assert_int_equal(c.cancelled_seen_by_other, 1);
+  assert_int_equal(c.rc_cp_when_cancelled_meanwhile, BRAID_ECANCELED);
+}
+
+/* ---- argument and state errors ---------------------------------------- */
+
+struct cp_errors_ctx {
+  braid_task *child;
+  int rc[6];
+  int child_rc;
+};
+
+static int sleeping_child(braid_task *self, void *arg) {
+  struct cp_errors_ctx *c = arg;
+  c->child_rc = braid_sleep_forever(self);
+  return c->child_rc;
+}
+
+static int cp_errors_root(braid_task *self, void *arg) {
+  struct cp_errors_ctx *c = arg;
+  c->rc[0] = braid_checkpoint(NULL);
+  c->rc[1] = braid_checkpoint_if_cancelled(NULL);
+  c->rc[2] = braid_cancel_shielded_checkpoint(NULL);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, sleeping_child, c, NULL, &c->child), 0);
+  CHECK_INT(braid_checkpoint(self), 0); /* the child is now asleep */
+  c->rc[3] = braid_checkpoint(c->child);
+  c->rc[4] = braid_checkpoint_if_cancelled(c->child);
+  c->rc[5] = braid_cancel_shielded_checkpoint(c->child);
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_checkpoints_reject_null_and_a_task_that_is_not_running(void **state) {
+  (void)state;
+  struct cp_errors_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cp_errors_root, &c), 0);
+  assert_int_equal(c.rc[0], BRAID_EINVAL);
+  assert_int_equal(c.rc[1], BRAID_EINVAL);
+  assert_int_equal(c.rc[2], BRAID_EINVAL);
+  assert_int_equal(c.rc[3], BRAID_ESTATE);
+  assert_int_equal(c.rc[4], BRAID_ESTATE);
+  assert_int_equal(c.rc[5], BRAID_ESTATE);
+  /* The refused calls did not disturb the child's wait. */
+  assert_int_equal(c.child_rc, BRAID_ECANCELED);
+}
+
+/* ---- checkpoints do not move virtual time ----------------------------- */
+
+static int no_time_root(braid_task *self, void *arg) {
+  braid_time_t *elapsed = arg;
+  braid_time_t t0 = braid_now(self);
+  for (int i = 0; i < 100; i++) {
+    CHECK_INT(braid_checkpoint(self), 0);
+    CHECK_INT(braid_cancel_shielded_checkpoint(self), 0);
+    CHECK_INT(braid_checkpoint_if_cancelled(self), 0);
+  }
+  *elapsed = braid_now(self) - t0;
+  return 0;
+}
+
+static void test_checkpoints_take_no_virtual_time(void **state) {
+  (void)state;
+  braid_time_t elapsed = -1;
+  assert_int_equal(run_virtual_at(no_time_root, &elapsed, 9 * BRAID_SEC), 0);
+  assert_int_equal(elapsed, 0);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      BT(test_checkpoint_yields_to_other_ready_tasks),
+      BT(test_checkpoint_if_cancelled_does_not_yield),
+      BT(test_cancel_shielded_checkpoint_yields_but_never_fails),
+      BT(test_checkpoints_keep_failing_while_inside_a_cancelled_scope),
+      BT(test_checkpoint_fails_when_cancelled_during_its_yield),
+      BT(test_checkpoints_reject_null_and_a_task_that_is_not_running),
+      BT(test_checkpoints_take_no_virtual_time),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

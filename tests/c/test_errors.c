@@ -1,0 +1,548 @@
+/*
+ * test_errors.c — every error code the header documents, provoked: NULL
+ * arguments, calls from the wrong thread (a plain pthread calling into a
+ * running loop), the wrong order, closed groups, double enter/exit,
+ * misnesting, started twice, and tasks that end with a scope or a group
+ * still open. Each refusal must leave the objects usable: the tests go on
+ * using them normally afterwards.
+ */
+#include "helpers.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SEC BRAID_SEC
+
+static int noop(braid_task *self, void *arg) {
+  (void)self;
+  (void)arg;
+  return 0;
+}
+
+static int noop_step(braid_task *self, void *ctx, int resume) {
+  (void)self;
+  (void)ctx;
+  (void)resume;
+  return 0;
+}
+
+static int is_one_of(int rc, int a, int b) { return rc == a || rc == b; }
+
+/* ---- functions outside a loop ----------------------------------------- */
+
+static void *fake_realloc(void *ud, void *p, size_t n) {
+  (void)ud;
+  return realloc(p, n);
+}
+
+static void fake_free(void *ud, void *p) {
+  (void)ud;
+  free(p);
+}
+
+static void test_errors_set_allocator_rejects_incomplete_hooks(void **state) {
+  (void)state;
+  braid_allocator a = {sizeof a, fake_realloc, fake_free, NULL};
+  braid_allocator bad = a;
+  bad.realloc = NULL;
+  assert_int_equal(braid_set_allocator(&bad), BRAID_EINVAL);
+  bad = a;
+  bad.free = NULL;
+  assert_int_equal(braid_set_allocator(&bad), BRAID_EINVAL);
+  bad = a;
+  bad.size = sizeof bad - 1;
+  assert_int_equal(braid_set_allocator(&bad), BRAID_EINVAL);
+  bad.size = 0;
+  assert_int_equal(braid_set_allocator(&bad), BRAID_EINVAL);
+  assert_int_equal(braid_set_allocator(&a), 0);
+  assert_int_equal(braid_set_allocator(NULL), 0);
+}
+
+static int set_allocator_in_loop(braid_task *self, void *arg) {
+  (void)self;
+  braid_allocator a = {sizeof a, fake_realloc, fake_free, NULL};
+  *(int *)arg = braid_set_allocator(&a);
+  return 0;
+}
+
+static void test_errors_set_allocator_while_a_loop_runs_is_estate(void **state) {
+  (void)state;
+  int rc = 1;
+  assert_int_equal(run_virtual(set_allocator_in_loop, &rc), 0);
+  assert_int_equal(rc, BRAID_ESTATE);
+}
+
+static void test_errors_scope_functions_reject_null_and_unknown_flags(void **state) {
+  (void)state;
+  braid_scope *s = NULL;
+  assert_int_equal(braid_scope_new(BRAID_NEVER, 0, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_scope_new(BRAID_NEVER, 4u, &s), BRAID_EINVAL);
+  assert_int_equal(braid_scope_new(BRAID_NEVER, 0x80000000u, &s), BRAID_EINVAL);
+  assert_int_equal(braid_scope_unref(NULL), BRAID_EINVAL);
+  assert_int_equal(braid_scope_enter(NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_scope_exit(NULL, 0), BRAID_EINVAL);
+  assert_int_equal(braid_scope_cancel(NULL), BRAID_EINVAL);
+  assert_int_equal(braid_scope_set_deadline(NULL, SEC), BRAID_EINVAL);
+  assert_int_equal(braid_scope_set_shield(NULL, 1), BRAID_EINVAL);
+  assert_int_equal(braid_scope_deadline(NULL), BRAID_NEVER);
+  assert_int_equal(braid_move_on_after(NULL, SEC, &s), BRAID_EINVAL);
+  assert_int_equal(braid_fail_after(NULL, SEC, &s), BRAID_EINVAL);
+}
+
+static void test_errors_group_accessors_reject_null(void **state) {
+  (void)state;
+  int code = 0;
+  assert_int_equal(braid_group_open(NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_spawn(NULL, noop, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_spawn_stepped(NULL, noop_step, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_start(NULL, NULL, noop, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_start_stepped(NULL, NULL, noop_step, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_close(NULL, 0), BRAID_EINVAL);
+  assert_int_equal(braid_group_fail(NULL, 5, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_failure_count(NULL), 0);
+  assert_int_equal(braid_group_failure(NULL, 0, &code, NULL, NULL), BRAID_EINVAL);
+  assert_null(braid_group_take_payload(NULL, 0));
+  assert_int_equal(braid_group_free(NULL), BRAID_EINVAL);
+  assert_int_equal(braid_task_started(NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_task_fail(NULL, 5, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_loop_get_stats(NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_run(NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_run_stepped(NULL, NULL, NULL), BRAID_EINVAL);
+}
+
+/* ---- NULL arguments and wrong order inside a loop --------------------- */
+
+struct in_loop_ctx {
+  int rc[40];
+  int n;
+  braid_task *child;
+  int child_rc;
+};
+
+#define REC(c, call) ((c)->rc[(c)->n++] = (call))
+
+static int sleepy_child(braid_task *self, void *arg) {
+  struct in_loop_ctx *c = arg;
+  c->child_rc = braid_sleep_forever(self);
+  return c->child_rc;
+}
+
+static int in_loop_root(braid_task *self, void *arg) {
+  struct in_loop_ctx *c = arg;
+  braid_loop_stats st;
+  memset(&st, 0, sizeof st);
+  braid_loop *loop = braid_task_loop(self);
+  braid_scope *s = NULL;
+  braid_group *g = NULL;
+
+  /* 0-2: stats */
+  st.size = sizeof st;
+  REC(c, braid_loop_get_stats(loop, NULL));
+  REC(c, braid_loop_get_stats(NULL, &st));
+  st.size = 1;
+  REC(c, braid_loop_get_stats(loop, &st));
+  /* 3-4: out pointers */
+  REC(c, braid_move_on_after(self, SEC, NULL));
+  REC(c, braid_fail_after(self, SEC, NULL));
+  /* 5-6: group_open */
+  REC(c, braid_group_open(self, NULL));
+  REC(c, braid_group_open(NULL, &g));
+
+  /* 7-10: functions on a child that is alive but not running */
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, sleepy_child, c, NULL, &c->child), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
+  braid_group *g2 = NULL;
+  REC(c, braid_group_open(c->child, &g2));
+  REC(c, braid_checkpoint(c->child));
+  REC(c, braid_sleep(c->child, SEC));
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  REC(c, braid_scope_exit(s, 0)); /* never entered */
+
+  /* 11-13: spawn/start with NULL bodies or callers */
+  REC(c, braid_group_spawn(g, NULL, NULL, NULL, NULL));
+  REC(c, braid_group_spawn_stepped(g, NULL, NULL, NULL, NULL));
+  REC(c, braid_group_start(g, self, NULL, NULL, NULL, NULL));
+  /* 14-15 */
+  REC(c, braid_group_start(g, NULL, noop, NULL, NULL, NULL));
+  REC(c, braid_group_start_stepped(g, self, NULL, NULL, NULL, NULL));
+  /* 16-18: the group must not be freed while open; failures out of range */
+  REC(c, braid_group_free(g));
+  REC(c, braid_group_failure(g, 0, NULL, NULL, NULL));
+  REC(c, braid_group_fail(g, 0, NULL, NULL));
+
+  /* 19-20: enter twice, exit twice */
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  REC(c, braid_scope_enter(self, s));
+  CHECK_INT(braid_scope_exit(s, 0), 0);
+  REC(c, braid_scope_exit(s, 0));
+  CHECK_INT(braid_scope_unref(s), 0);
+
+  /* The refusals disturbed nothing: the group still works. */
+  CHECK_INT(braid_group_child_count(g), 1);
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  /* 21-24: a closed group */
+  REC(c, braid_group_close(g, 0));
+  REC(c, braid_group_spawn(g, noop, NULL, NULL, NULL));
+  REC(c, braid_group_start(g, self, noop, NULL, NULL, NULL));
+  REC(c, braid_group_fail(g, 3, NULL, NULL));
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_errors_in_loop_null_arguments_and_wrong_order(void **state) {
+  (void)state;
+  struct in_loop_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(in_loop_root, &c), 0);
+  const int expected[] = {
+      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,                /* stats */
+      BRAID_EINVAL, BRAID_EINVAL,                              /* move_on/fail_after NULL out */
+      BRAID_EINVAL, BRAID_EINVAL,                              /* group_open NULL */
+      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE,  /* not running; never entered */
+      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,                /* NULL bodies */
+      BRAID_EINVAL, BRAID_EINVAL,                              /* NULL caller / step */
+      BRAID_ESTATE, BRAID_EINVAL, BRAID_EINVAL,                /* free open, failure oob, fail 0 */
+      BRAID_ESTATE, BRAID_ESTATE,                              /* enter twice, exit twice */
+      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE,  /* closed group */
+  };
+  const int n = (int)(sizeof expected / sizeof expected[0]);
+  assert_int_equal(c.n, n);
+  for (int i = 0; i < n; i++) {
+    if (c.rc[i] != expected[i]) print_error("call #%d returned %s, expected %s\n", i, braid_errname(c.rc[i]),
+                                            braid_errname(expected[i]));
+    assert_int_equal(c.rc[i], expected[i]);
+  }
+  assert_int_equal(c.child_rc, BRAID_ECANCELED);
+}
+
+/* ---- the wrong thread ------------------------------------------------- */
+
+struct wrong_thread_ctx {
+  braid_task *root;
+  braid_scope *entered, *fresh, *unentered;
+  braid_group *g;
+  int rc_enter, rc_set_deadline, rc_set_shield, rc_move_on, rc_fail_after, rc_group_open, rc_spawn,
+      rc_spawn_stepped, rc_start, rc_start_stepped;
+  int rc_exit, rc_checkpoint, rc_sleep, rc_close, rc_set_deadline_unentered, rc_cancel;
+  int child_ran;
+  braid_time_t deadline_after, unentered_deadline;
+  int shield_after;
+  size_t children_after;
+};
+
+static int flag_child(braid_task *self, void *arg) {
+  (void)self;
+  *(int *)arg = 1;
+  return 0;
+}
+
+static void *wrong_thread_calls(void *arg) {
+  struct wrong_thread_ctx *c = arg;
+  braid_scope *s = NULL;
+  braid_group *g = NULL;
+  void *v = NULL;
+  c->rc_enter = braid_scope_enter(c->root, c->fresh);
+  c->rc_set_deadline = braid_scope_set_deadline(c->entered, 1);
+  c->rc_set_shield = braid_scope_set_shield(c->entered, 1);
+  c->rc_move_on = braid_move_on_after(c->root, SEC, &s);
+  c->rc_fail_after = braid_fail_after(c->root, SEC, &s);
+  c->rc_group_open = braid_group_open(c->root, &g);
+  c->rc_spawn = braid_group_spawn(c->g, flag_child, &c->child_ran, NULL, NULL);
+  c->rc_spawn_stepped = braid_group_spawn_stepped(c->g, noop_step, NULL, NULL, NULL);
+  c->rc_start = braid_group_start(c->g, c->root, flag_child, &c->child_ran, NULL, &v);
+  c->rc_start_stepped = braid_group_start_stepped(c->g, c->root, noop_step, NULL, NULL, &v);
+  c->rc_exit = braid_scope_exit(c->entered, 0);
+  c->rc_checkpoint = braid_checkpoint(c->root);
+  c->rc_sleep = braid_sleep(c->root, SEC);
+  c->rc_close = braid_group_close(c->g, 0);
+  /* Allowed from any thread: a deadline before enter, and cancel. */
+  c->rc_set_deadline_unentered = braid_scope_set_deadline(c->unentered, 7 * SEC);
+  c->rc_cancel = braid_scope_cancel(c->unentered);
+  return NULL;
+}
+
+static int wrong_thread_root(braid_task *self, void *arg) {
+  struct wrong_thread_ctx *c = arg;
+  c->root = self;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->entered), 0);
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->fresh), 0);
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->unentered), 0);
+  CHECK_INT(braid_group_open(self, &c->g), 0);
+  CHECK_INT(braid_scope_enter(self, c->entered), 0);
+  /* The loop thread blocks in pthread_join: the calls must not need it. */
+  CHECK_INT(in_thread(wrong_thread_calls, c), 0);
+  c->deadline_after = braid_scope_deadline(c->entered);
+  c->shield_after = braid_scope_shield(c->entered);
+  c->children_after = braid_group_child_count(c->g);
+  c->unentered_deadline = braid_scope_deadline(c->unentered);
+  /* Everything still works from the loop thread. */
+  CHECK_INT(braid_checkpoint(self), 0);
+  CHECK_INT(braid_scope_exit(c->entered, 0), 0);
+  CHECK_INT(braid_scope_enter(self, c->fresh), 0);
+  CHECK_INT(braid_scope_exit(c->fresh, 0), 0);
+  CHECK_INT(braid_group_close(c->g, 0), 0);
+  CHECK_INT(braid_group_free(c->g), 0);
+  CHECK_INT(braid_scope_unref(c->entered), 0);
+  CHECK_INT(braid_scope_unref(c->fresh), 0);
+  CHECK_INT(braid_scope_unref(c->unentered), 0);
+  return 0;
+}
+
+static void test_errors_loop_thread_only_calls_from_another_thread_are_ethread(void **state) {
+  (void)state;
+  struct wrong_thread_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_real(wrong_thread_root, &c), 0);
+  assert_int_equal(c.rc_enter, BRAID_ETHREAD);
+  assert_int_equal(c.rc_set_deadline, BRAID_ETHREAD);
+  assert_int_equal(c.rc_set_shield, BRAID_ETHREAD);
+  assert_int_equal(c.rc_move_on, BRAID_ETHREAD);
+  assert_int_equal(c.rc_fail_after, BRAID_ETHREAD);
+  assert_int_equal(c.rc_group_open, BRAID_ETHREAD);
+  assert_int_equal(c.rc_spawn, BRAID_ETHREAD);
+  assert_int_equal(c.rc_spawn_stepped, BRAID_ETHREAD);
+  assert_int_equal(c.rc_start, BRAID_ETHREAD);
+  assert_int_equal(c.rc_start_stepped, BRAID_ETHREAD);
+  /* These document ESTATE for "not this task"; from another thread
+   * either ESTATE or the general ETHREAD is a correct refusal. */
+  assert_true(is_one_of(c.rc_exit, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_checkpoint, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_sleep, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_close, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_int_equal(c.rc_set_deadline_unentered, 0);
+  assert_int_equal(c.rc_cancel, 0);
+  /* Nothing changed. */
+  assert_int_equal(c.deadline_after, BRAID_NEVER);
+  assert_int_equal(c.shield_after, 0);
+  assert_int_equal(c.children_after, 0);
+  assert_int_equal(c.child_ran, 0);
+  assert_int_equal(c.unentered_deadline, 7 * SEC);
+}
+
+/* ---- wrong task --------------------------------------------------------- */
+
+struct wrong_task_ctx {
+  braid_scope *child_scope;
+  braid_group *root_group;
+  int rc_exit_foreign, rc_close_foreign, rc_enter_entered_elsewhere, rc_child_exit;
+  int child_may_exit;
+};
+
+static int scope_holding_child(braid_task *self, void *arg) {
+  struct wrong_task_ctx *c = arg;
+  CHECK_INT(braid_scope_enter(self, c->child_scope), 0);
+  c->rc_close_foreign = braid_group_close(c->root_group, 0);
+  CHECK_INT(braid_sleep(self, 2 * SEC), 0);
+  c->rc_child_exit = braid_scope_exit(c->child_scope, 0);
+  return 0;
+}
+
+static int wrong_task_root(braid_task *self, void *arg) {
+  struct wrong_task_ctx *c = arg;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->child_scope), 0);
+  CHECK_INT(braid_group_open(self, &c->root_group), 0);
+  CHECK_INT(braid_group_spawn(c->root_group, scope_holding_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_sleep(self, SEC), 0);
+  c->rc_exit_foreign = braid_scope_exit(c->child_scope, 0);
+  c->rc_enter_entered_elsewhere = braid_scope_enter(self, c->child_scope);
+  CHECK_INT(braid_group_close(c->root_group, 0), 0);
+  CHECK_INT(braid_group_free(c->root_group), 0);
+  CHECK_INT(braid_scope_unref(c->child_scope), 0);
+  return 0;
+}
+
+static void test_errors_exit_or_close_from_another_task_is_estate(void **state) {
+  (void)state;
+  struct wrong_task_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(wrong_task_root, &c), 0);
+  assert_int_equal(c.rc_close_foreign, BRAID_ESTATE);
+  assert_int_equal(c.rc_exit_foreign, BRAID_ESTATE);
+  assert_int_equal(c.rc_enter_entered_elsewhere, BRAID_ESTATE);
+  assert_int_equal(c.rc_child_exit, 0); /* the refusals changed nothing */
+}
+
+/* ---- misnesting of groups and scopes ------------------------------------ */
+
+struct misnest_group_ctx {
+  int rc_close_misnested, rc_inner_exit, rc_close, rc_cp;
+};
+
+static int misnest_group_root(braid_task *self, void *arg) {
+  struct misnest_group_ctx *c = arg;
+  braid_group *g = NULL;
+  braid_scope *s = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  c->rc_close_misnested = braid_group_close(g, 0);
+  c->rc_cp = braid_checkpoint(self);
+  c->rc_inner_exit = braid_scope_exit(s, 0);
+  c->rc_close = braid_group_close(g, 0);
+  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_errors_group_close_with_an_inner_scope_open_is_estate(void **state) {
+  (void)state;
+  struct misnest_group_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(misnest_group_root, &c), 0);
+  assert_int_equal(c.rc_close_misnested, BRAID_ESTATE);
+  assert_int_equal(c.rc_cp, 0); /* nothing was cancelled by the refusal */
+  assert_int_equal(c.rc_inner_exit, 0);
+  assert_int_equal(c.rc_close, 0);
+}
+
+struct left_open_ctx {
+  braid_scope *scope;
+  braid_group *inner;
+  uint64_t child_id;
+  int rc_close, code, rc_exit_later, rc_unref, rc_grandchild, rc_free;
+  size_t nfail;
+  uint64_t tid;
+};
+
+static int return_inside_scope(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  c->child_id = braid_task_id(self);
+  CHECK_INT(braid_scope_enter(self, c->scope), 0);
+  return 0; /* misnested: the scope is still open */
+}
+
+static int left_scope_root(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, return_inside_scope, c, NULL, NULL), 0);
+  c->rc_close = braid_group_close(g, 0);
+  c->nfail = braid_group_failure_count(g);
+  if (c->nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->code, NULL, &c->tid), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  c->rc_exit_later = braid_scope_exit(c->scope, 0);
+  c->rc_unref = braid_scope_unref(c->scope); /* no longer entered: freed */
+  return 0;
+}
+
+static void test_errors_task_returning_with_a_scope_open_ends_with_estate(void **state) {
+  (void)state;
+  struct left_open_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(left_scope_root, &c), 0);
+  assert_int_equal(c.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.nfail, 1);
+  assert_int_equal(c.code, BRAID_ESTATE);
+  assert_int_equal(c.tid, c.child_id);
+  assert_int_equal(c.rc_exit_later, BRAID_ESTATE);
+  assert_int_equal(c.rc_unref, 0);
+}
+
+static int grandchild_sleeps(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  c->rc_grandchild = braid_sleep_forever(self);
+  return c->rc_grandchild;
+}
+
+static int return_inside_group(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  c->child_id = braid_task_id(self);
+  CHECK_INT(braid_group_open(self, &c->inner), 0);
+  CHECK_INT(braid_group_spawn(c->inner, grandchild_sleeps, c, NULL, NULL), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
+  return 0; /* misnested: the group was never closed */
+}
+
+static int left_group_root(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, return_inside_group, c, NULL, NULL), 0);
+  c->rc_close = braid_group_close(g, 0);
+  c->nfail = braid_group_failure_count(g);
+  if (c->nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->code, NULL, &c->tid), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  /* Its task left it: the abandoned group may be freed now. */
+  c->rc_free = braid_group_free(c->inner);
+  return 0;
+}
+
+static void test_errors_task_returning_with_a_group_open_ends_with_estate_and_cancels_it(void **state) {
+  (void)state;
+  struct left_open_ctx c;
+  memset(&c, 0, sizeof c);
+  c.rc_grandchild = 1;
+  assert_int_equal(run_virtual(left_group_root, &c), 0);
+  assert_int_equal(c.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.nfail, 1);
+  assert_int_equal(c.code, BRAID_ESTATE);
+  assert_int_equal(c.tid, c.child_id);
+  assert_int_equal(c.rc_free, 0);
+  /* The abandoned group's scope stays cancelled: its child was woken. */
+  assert_int_equal(c.rc_grandchild, BRAID_ECANCELED);
+}
+
+/* ---- started twice, stepped misuse -------------------------------------- */
+
+struct started_ctx {
+  int rc1, rc2, rc_start;
+};
+
+static int started_twice(braid_task *self, void *arg) {
+  struct started_ctx *c = arg;
+  c->rc1 = braid_task_started(self, NULL);
+  c->rc2 = braid_task_started(self, NULL);
+  return 0;
+}
+
+static int started_twice_root(braid_task *self, void *arg) {
+  struct started_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  c->rc_start = braid_group_start(g, self, started_twice, c, NULL, NULL);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_errors_started_twice_is_estate(void **state) {
+  (void)state;
+  struct started_ctx c = {1, 1, 1};
+  assert_int_equal(run_virtual(started_twice_root, &c), 0);
+  assert_int_equal(c.rc_start, 0);
+  assert_int_equal(c.rc1, 0);
+  assert_int_equal(c.rc2, BRAID_ESTATE);
+}
+
+static int pending_without_wait(braid_task *self, void *ctx, int resume) {
+  (void)self;
+  (void)ctx;
+  (void)resume;
+  return BRAID_EPENDING;
+}
+
+static void test_errors_stepped_body_pending_without_a_wait_ends_with_estate(void **state) {
+  (void)state;
+  assert_int_equal(run_stepped_virtual(pending_without_wait, NULL), BRAID_ESTATE);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      BT(test_errors_set_allocator_rejects_incomplete_hooks),
+      BT(test_errors_set_allocator_while_a_loop_runs_is_estate),
+      BT(test_errors_scope_functions_reject_null_and_unknown_flags),
+      BT(test_errors_group_accessors_reject_null),
+      BT(test_errors_in_loop_null_arguments_and_wrong_order),
+      BT(test_errors_loop_thread_only_calls_from_another_thread_are_ethread),
+      BT(test_errors_exit_or_close_from_another_task_is_estate),
+      BT(test_errors_group_close_with_an_inner_scope_open_is_estate),
+      BT(test_errors_task_returning_with_a_scope_open_ends_with_estate),
+      BT(test_errors_task_returning_with_a_group_open_ends_with_estate_and_cancels_it),
+      BT(test_errors_started_twice_is_estate),
+      BT(test_errors_stepped_body_pending_without_a_wait_ends_with_estate),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}

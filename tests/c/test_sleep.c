@@ -1,0 +1,354 @@
+/*
+ * test_sleep.c — braid_sleep, braid_sleep_until, braid_sleep_forever on
+ * stackful tasks, on the virtual clock: exact wake-up times, ordering of
+ * sleepers, zero and negative durations, overflow, cancellation.
+ */
+#include "helpers.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define SEC BRAID_SEC
+#define MSEC BRAID_MSEC
+
+struct sleep_ctx {
+  braid_time_t t0, t1, t2, t3;
+  int rc1, rc2, rc3;
+  int child_ran_before_return;
+  int child_ran;
+};
+
+static int sleep_exact_root(braid_task *self, void *arg) {
+  struct sleep_ctx *c = arg;
+  c->t0 = braid_now(self);
+  c->rc1 = braid_sleep(self, 1500 * MSEC);
+  c->t1 = braid_now(self);
+  c->rc2 = braid_sleep(self, 1);
+  c->t2 = braid_now(self);
+  c->rc3 = braid_sleep_until(self, c->t0 + 10 * SEC);
+  c->t3 = braid_now(self);
+  return 0;
+}
+
+static void test_sleep_advances_virtual_time_by_exactly_the_duration(void **state) {
+  (void)state;
+  struct sleep_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(sleep_exact_root, &c, 3 * SEC), 0);
+  assert_int_equal(c.t0, 3 * SEC);
+  assert_int_equal(c.rc1, 0);
+  assert_int_equal(c.t1, c.t0 + 1500 * MSEC);
+  assert_int_equal(c.rc2, 0);
+  assert_int_equal(c.t2, c.t1 + 1);
+  assert_int_equal(c.rc3, 0);
+  assert_int_equal(c.t3, c.t0 + 10 * SEC);
+}
+
+static int set_flag_child(braid_task *self, void *arg) {
+  (void)self;
+  *(int *)arg = 1;
+  return 0;
+}
+
+struct zero_ctx {
+  int rc_zero, rc_negative, rc_until_past, rc_zero_cancelled, rc_until_past_cancelled;
+  int ran_after_zero, ran_after_negative, ran_after_until_past;
+  int flags[3];
+  braid_time_t elapsed;
+};
+
+static int sleep_zero_root(braid_task *self, void *arg) {
+  struct zero_ctx *c = arg;
+  braid_time_t t0 = braid_now(self);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[0], NULL, NULL), 0);
+  c->rc_zero = braid_sleep(self, 0);
+  c->ran_after_zero = c->flags[0];
+
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[1], NULL, NULL), 0);
+  c->rc_negative = braid_sleep(self, -5 * SEC);
+  c->ran_after_negative = c->flags[1];
+
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[2], NULL, NULL), 0);
+  c->rc_until_past = braid_sleep_until(self, t0 - SEC);
+  c->ran_after_until_past = c->flags[2];
+
+  c->elapsed = braid_now(self) - t0;
+
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  CHECK_INT(braid_scope_cancel(s), 0);
+  c->rc_zero_cancelled = braid_sleep(self, 0);
+  c->rc_until_past_cancelled = braid_sleep_until(self, t0 - SEC);
+  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_sleep_zero_negative_or_past_is_a_plain_checkpoint(void **state) {
+  (void)state;
+  struct zero_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(sleep_zero_root, &c, 10 * SEC), 0);
+  assert_int_equal(c.rc_zero, 0);
+  assert_int_equal(c.rc_negative, 0);
+  assert_int_equal(c.rc_until_past, 0);
+  /* It yields... */
+  assert_int_equal(c.ran_after_zero, 1);
+  assert_int_equal(c.ran_after_negative, 1);
+  assert_int_equal(c.ran_after_until_past, 1);
+  /* ...takes no time... */
+  assert_int_equal(c.elapsed, 0);
+  /* ...and fails when cancelled. */
+  assert_int_equal(c.rc_zero_cancelled, BRAID_ECANCELED);
+  assert_int_equal(c.rc_until_past_cancelled, BRAID_ECANCELED);
+}
+
+/* ---- ordering -------------------------------------------------------- */
+
+#define ORDER_N 5
+
+struct order_ctx {
+  braid_time_t durations[ORDER_N];
+  int order[ORDER_N];
+  braid_time_t woke_at[ORDER_N];
+  int n;
+  int next_index;
+};
+
+static int order_child(braid_task *self, void *arg) {
+  struct order_ctx *c = arg;
+  int me = c->next_index++;
+  CHECK_INT(braid_sleep(self, c->durations[me]), 0);
+  c->woke_at[c->n] = braid_now(self);
+  c->order[c->n++] = me;
+  return 0;
+}
+
+static int order_root(braid_task *self, void *arg) {
+  struct order_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  for (int i = 0; i < ORDER_N; i++) CHECK_INT(braid_group_spawn(g, order_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_sleepers_wake_in_deadline_order_at_their_deadlines(void **state) {
+  (void)state;
+  struct order_ctx c;
+  memset(&c, 0, sizeof c);
+  braid_time_t d[ORDER_N] = {5 * SEC, 3 * SEC, 1 * SEC, 4 * SEC, 2 * SEC};
+  memcpy(c.durations, d, sizeof d);
+  assert_int_equal(run_virtual(order_root, &c), 0);
+  assert_int_equal(c.n, ORDER_N);
+  int expected[ORDER_N] = {2, 4, 1, 3, 0};
+  for (int i = 0; i < ORDER_N; i++) {
+    assert_int_equal(c.order[i], expected[i]);
+    assert_int_equal(c.woke_at[i], (i + 1) * SEC);
+  }
+}
+
+static void test_sleepers_with_equal_deadlines_wake_in_the_same_order_every_run(void **state) {
+  (void)state;
+  struct order_ctx first;
+  memset(&first, 0, sizeof first);
+  for (int i = 0; i < ORDER_N; i++) first.durations[i] = SEC;
+  assert_int_equal(run_virtual(order_root, &first), 0);
+  assert_int_equal(first.n, ORDER_N);
+  for (int run = 0; run < 5; run++) {
+    struct order_ctx c;
+    memset(&c, 0, sizeof c);
+    for (int i = 0; i < ORDER_N; i++) c.durations[i] = SEC;
+    assert_int_equal(run_virtual(order_root, &c), 0);
+    for (int i = 0; i < ORDER_N; i++) {
+      assert_int_equal(c.order[i], first.order[i]);
+      assert_int_equal(c.woke_at[i], SEC);
+    }
+  }
+}
+
+struct interleave_ctx {
+  char log[16][16];
+  int n;
+};
+
+static void ilog(struct interleave_ctx *c, const char *who, braid_time_t t) {
+  if (CHECK(c->n < 16)) snprintf(c->log[c->n++], sizeof c->log[0], "%s@%lld", who, (long long)(t / MSEC));
+}
+
+static int interleave_a(braid_task *self, void *arg) {
+  struct interleave_ctx *c = arg;
+  for (int i = 0; i < 3; i++) {
+    CHECK_INT(braid_sleep(self, SEC), 0);
+    ilog(c, "a", braid_now(self));
+  }
+  return 0;
+}
+
+static int interleave_b(braid_task *self, void *arg) {
+  struct interleave_ctx *c = arg;
+  for (int i = 0; i < 2; i++) {
+    CHECK_INT(braid_sleep(self, 1400 * MSEC), 0);
+    ilog(c, "b", braid_now(self));
+  }
+  return 0;
+}
+
+static int interleave_root(braid_task *self, void *arg) {
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, interleave_a, arg, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, interleave_b, arg, NULL, NULL), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_sleep_loops_of_two_tasks_interleave_by_virtual_time(void **state) {
+  (void)state;
+  struct interleave_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(interleave_root, &c), 0);
+  const char *expected[] = {"a@1000", "b@1400", "a@2000", "b@2800", "a@3000"};
+  assert_int_equal(c.n, 5);
+  for (int i = 0; i < 5; i++) assert_string_equal(c.log[i], expected[i]);
+}
+
+/* ---- sleep_forever, cancellation, overflow --------------------------- */
+
+struct forever_ctx {
+  braid_time_t t0, woke_at, later;
+  int rc_forever, rc_exit, rc_huge, rc_until_never, rc_after;
+  braid_time_t huge_woke_at, until_never_woke_at;
+};
+
+static int forever_root(braid_task *self, void *arg) {
+  struct forever_ctx *c = arg;
+  c->t0 = braid_now(self);
+  braid_scope *s = NULL;
+  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
+  c->rc_forever = braid_sleep_forever(self);
+  c->woke_at = braid_now(self);
+  c->rc_exit = braid_scope_exit(s, c->rc_forever);
+  CHECK_INT(braid_scope_unref(s), 0);
+
+  /* now + INT64_MAX must saturate, not wrap into the past. */
+  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
+  c->rc_huge = braid_sleep(self, INT64_MAX);
+  c->huge_woke_at = braid_now(self);
+  CHECK_INT(braid_scope_exit(s, c->rc_huge), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+
+  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
+  c->rc_until_never = braid_sleep_until(self, BRAID_NEVER);
+  c->until_never_woke_at = braid_now(self);
+  CHECK_INT(braid_scope_exit(s, c->rc_until_never), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_sleep_forever_and_huge_sleeps_end_only_by_cancellation(void **state) {
+  (void)state;
+  struct forever_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(forever_root, &c, 5 * SEC), 0);
+  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
+  assert_int_equal(c.woke_at, c.t0 + SEC);
+  assert_int_equal(c.rc_exit, 0);
+  assert_int_equal(c.rc_huge, BRAID_ECANCELED);
+  assert_int_equal(c.huge_woke_at, c.t0 + 2 * SEC);
+  assert_int_equal(c.rc_until_never, BRAID_ECANCELED);
+  assert_int_equal(c.until_never_woke_at, c.t0 + 3 * SEC);
+}
+
+static int cancelled_sleep_leaves_no_timer_root(braid_task *self, void *arg) {
+  struct forever_ctx *c = arg;
+  c->t0 = braid_now(self);
+  braid_scope *s = NULL;
+  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
+  c->rc_forever = braid_sleep(self, 10 * SEC); /* cancelled at 1 s */
+  CHECK_INT(braid_scope_exit(s, c->rc_forever), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  /* The abandoned 10 s timer must not end this sleep early. */
+  c->rc_after = braid_sleep(self, 20 * SEC);
+  c->later = braid_now(self);
+  return 0;
+}
+
+static void test_cancelled_sleep_leaves_no_stale_wakeup(void **state) {
+  (void)state;
+  struct forever_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cancelled_sleep_leaves_no_timer_root, &c), 0);
+  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
+  assert_int_equal(c.rc_after, 0);
+  assert_int_equal(c.later, c.t0 + 21 * SEC);
+}
+
+/* ---- errors ---------------------------------------------------------- */
+
+struct sleep_errors_ctx {
+  braid_task *child;
+  int rc[6];
+  int child_rc;
+};
+
+static int errors_sleeping_child(braid_task *self, void *arg) {
+  struct sleep_errors_ctx *c = arg;
+  c->child_rc = braid_sleep_forever(self);
+  return c->child_rc;
+}
+
+static int sleep_errors_root(braid_task *self, void *arg) {
+  struct sleep_errors_ctx *c = arg;
+  c->rc[0] = braid_sleep(NULL, SEC);
+  c->rc[1] = braid_sleep_until(NULL, SEC);
+  c->rc[2] = braid_sleep_forever(NULL);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, errors_sleeping_child, c, NULL, &c->child), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
+  c->rc[3] = braid_sleep(c->child, SEC);
+  c->rc[4] = braid_sleep_until(c->child, SEC);
+  c->rc[5] = braid_sleep_forever(c->child);
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_sleep_rejects_null_and_a_task_that_is_not_running(void **state) {
+  (void)state;
+  struct sleep_errors_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(sleep_errors_root, &c), 0);
+  assert_int_equal(c.rc[0], BRAID_EINVAL);
+  assert_int_equal(c.rc[1], BRAID_EINVAL);
+  assert_int_equal(c.rc[2], BRAID_EINVAL);
+  assert_int_equal(c.rc[3], BRAID_ESTATE);
+  assert_int_equal(c.rc[4], BRAID_ESTATE);
+  assert_int_equal(c.rc[5], BRAID_ESTATE);
+  assert_int_equal(c.child_rc, BRAID_ECANCELED);
+}
+
+int main(void) {
+  const struct CMUnitTest tests[] = {
+      BT(test_sleep_advances_virtual_time_by_exactly_the_duration),
+      BT(test_sleep_zero_negative_or_past_is_a_plain_checkpoint),
+      BT(test_sleepers_wake_in_deadline_order_at_their_deadlines),
+      BT(test_sleepers_with_equal_deadlines_wake_in_the_same_order_every_run),
+      BT(test_sleep_loops_of_two_tasks_interleave_by_virtual_time),
+      BT(test_sleep_forever_and_huge_sleeps_end_only_by_cancellation),
+      BT(test_cancelled_sleep_leaves_no_stale_wakeup),
+      BT(test_sleep_rejects_null_and_a_task_that_is_not_running),
+  };
+  return cmocka_run_group_tests(tests, NULL, NULL);
+}
