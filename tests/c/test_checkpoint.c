@@ -18,7 +18,7 @@ struct log {
 
 static void log_add(struct log *l, const char *s) {
   if (CHECK(l->n < LOG_MAX)) {
-    strncpy(l->entries[l->n], s, sizeof l->entries[0] - 1);
+    snprintf(l->entries[l->n], sizeof l->entries[0], "%s", s);
     l->n++;
   }
 }
