@@ -6,6 +6,8 @@
  */
 #include "helpers.h"
 
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -288,6 +290,100 @@ static void test_checkpoints_reject_null_and_a_task_that_is_not_running(void **s
   assert_int_equal(c.child_rc, BRAID_ECANCELED);
 }
 
+/* ---- busy tasks do not starve timers or other threads (real clock) ---- */
+
+struct starve_ctx {
+  braid_scope *scope;      /* the sleeper's scope, cancelled by a thread */
+  braid_scope *thread_ref; /* the thread's reference */
+  atomic_int woke;
+  int rc_sleep;
+  long spins;
+  int64_t elapsed;
+};
+
+static int spinner(braid_task *self, void *arg) {
+  struct starve_ctx *c = arg;
+  int64_t r0 = real_ns();
+  /* Bounded so that a starving scheduler fails the test, not hangs it. */
+  while (!atomic_load(&c->woke) && real_ns() - r0 < 5 * BRAID_SEC) {
+    CHECK_INT(braid_checkpoint(self), 0);
+    c->spins++;
+  }
+  c->elapsed = real_ns() - r0;
+  return 0;
+}
+
+static int timed_sleeper(braid_task *self, void *arg) {
+  struct starve_ctx *c = arg;
+  c->rc_sleep = braid_sleep(self, 10 * BRAID_MSEC);
+  atomic_store(&c->woke, 1);
+  return 0;
+}
+
+static int timer_starve_root(braid_task *self, void *arg) {
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, timed_sleeper, arg, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, spinner, arg, NULL, NULL), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_checkpoint_loop_does_not_starve_expired_timers(void **state) {
+  (void)state;
+  struct starve_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_real(timer_starve_root, &c), 0);
+  assert_int_equal(atomic_load(&c.woke), 1);
+  assert_int_equal(c.rc_sleep, 0);
+  assert_true(c.spins > 0);
+  assert_true(c.elapsed < 5 * BRAID_SEC);
+}
+
+static void *cancel_after_10ms(void *arg) {
+  struct starve_ctx *c = arg;
+  os_sleep_ns(10 * BRAID_MSEC);
+  braid_scope_cancel(c->thread_ref);
+  braid_scope_unref(c->thread_ref);
+  return NULL;
+}
+
+static int scoped_sleeper(braid_task *self, void *arg) {
+  struct starve_ctx *c = arg;
+  CHECK_INT(braid_scope_enter(self, c->scope), 0);
+  c->rc_sleep = braid_sleep_forever(self);
+  atomic_store(&c->woke, 1);
+  return braid_scope_exit(c->scope, c->rc_sleep);
+}
+
+static int thread_starve_root(braid_task *self, void *arg) {
+  struct starve_ctx *c = arg;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
+  c->thread_ref = braid_scope_ref(c->scope);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, scoped_sleeper, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, spinner, c, NULL, NULL), 0);
+  pthread_t t;
+  CHECK_INT(pthread_create(&t, NULL, cancel_after_10ms, c), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(pthread_join(t, NULL), 0);
+  CHECK_INT(braid_scope_unref(c->scope), 0);
+  return 0;
+}
+
+static void test_cancel_from_another_thread_reaches_a_sleeper_while_another_task_spins(void **state) {
+  (void)state;
+  struct starve_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_real(thread_starve_root, &c), 0);
+  assert_int_equal(atomic_load(&c.woke), 1);
+  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
+  assert_true(c.elapsed < 5 * BRAID_SEC);
+}
+
 /* ---- checkpoints do not move virtual time ----------------------------- */
 
 static int no_time_root(braid_task *self, void *arg) {
@@ -317,6 +413,8 @@ int main(void) {
       BT(test_checkpoints_keep_failing_while_inside_a_cancelled_scope),
       BT(test_checkpoint_fails_when_cancelled_during_its_yield),
       BT(test_checkpoints_reject_null_and_a_task_that_is_not_running),
+      BT(test_checkpoint_loop_does_not_starve_expired_timers),
+      BT(test_cancel_from_another_thread_reaches_a_sleeper_while_another_task_spins),
       BT(test_checkpoints_take_no_virtual_time),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);

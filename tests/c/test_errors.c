@@ -485,6 +485,25 @@ static void test_errors_task_returning_with_a_group_open_ends_with_estate_and_ca
   assert_int_equal(c.rc_grandchild, BRAID_ECANCELED);
 }
 
+static int root_leaves_group_open(braid_task *self, void *arg) {
+  struct left_open_ctx *c = arg;
+  CHECK_INT(braid_group_open(self, &c->inner), 0);
+  CHECK_INT(braid_group_spawn(c->inner, grandchild_sleeps, c, NULL, NULL), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
+  return 0; /* misnested root */
+}
+
+static void test_errors_root_returning_with_a_group_open_ends_with_estate_after_its_children(void **state) {
+  (void)state;
+  struct left_open_ctx c;
+  memset(&c, 0, sizeof c);
+  c.rc_grandchild = 1;
+  assert_int_equal(run_virtual(root_leaves_group_open, &c), BRAID_ESTATE);
+  /* braid_run returned only after the abandoned group's child ended. */
+  assert_int_equal(c.rc_grandchild, BRAID_ECANCELED);
+  assert_int_equal(braid_group_free(c.inner), 0);
+}
+
 /* ---- started twice, stepped misuse -------------------------------------- */
 
 struct started_ctx {
@@ -541,6 +560,7 @@ int main(void) {
       BT(test_errors_group_close_with_an_inner_scope_open_is_estate),
       BT(test_errors_task_returning_with_a_scope_open_ends_with_estate),
       BT(test_errors_task_returning_with_a_group_open_ends_with_estate_and_cancels_it),
+      BT(test_errors_root_returning_with_a_group_open_ends_with_estate_after_its_children),
       BT(test_errors_started_twice_is_estate),
       BT(test_errors_stepped_body_pending_without_a_wait_ends_with_estate),
   };

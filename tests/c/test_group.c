@@ -620,6 +620,43 @@ static void test_group_close_keeps_waiting_for_children_when_cancelled(void **st
   assert_int_equal(c.rc_outer_exit, 0);
 }
 
+struct shielded_group_ctx {
+  int rc_child, rc_close, rc_outer_exit;
+  braid_time_t child_done_at;
+};
+
+static int sleep_two_seconds(braid_task *self, void *arg) {
+  struct shielded_group_ctx *c = arg;
+  c->rc_child = braid_sleep(self, 2 * SEC);
+  c->child_done_at = braid_now(self);
+  return c->rc_child;
+}
+
+static int shielded_group_root(braid_task *self, void *arg) {
+  struct shielded_group_ctx *c = arg;
+  braid_scope *outer = NULL;
+  CHECK_INT(braid_move_on_after(self, SEC, &outer), 0);
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_scope_set_shield(braid_group_scope(g), 1), 0);
+  CHECK_INT(braid_group_spawn(g, sleep_two_seconds, c, NULL, NULL), 0);
+  c->rc_close = braid_group_close(g, 0);
+  CHECK_INT(braid_group_free(g), 0);
+  c->rc_outer_exit = braid_scope_exit(outer, braid_checkpoint(self));
+  CHECK_INT(braid_scope_unref(outer), 0);
+  return 0;
+}
+
+static void test_group_scope_shield_protects_children_from_outer_cancel(void **state) {
+  (void)state;
+  struct shielded_group_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(shielded_group_root, &c), 0);
+  assert_int_equal(c.rc_child, 0);
+  assert_int_equal(c.child_done_at, 2 * SEC);
+  assert_int_equal(c.rc_close, 0);
+  assert_int_equal(c.rc_outer_exit, 0); /* the outer deadline fired meanwhile */
+}
+
 /* ---- empty groups still checkpoint ----------------------------------- */
 
 struct empty_cp_ctx {
@@ -939,6 +976,7 @@ int main(void) {
       BT(test_group_scope_cancel_is_caught_by_close),
       BT(test_group_outer_cancel_propagates_out_of_close),
       BT(test_group_close_keeps_waiting_for_children_when_cancelled),
+      BT(test_group_scope_shield_protects_children_from_outer_cancel),
       BT(test_group_close_of_an_empty_group_yields),
       BT(test_group_close_of_an_empty_group_in_a_cancelled_scope),
       BT(test_group_nested_failure_propagates_through_each_level),

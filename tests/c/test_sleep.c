@@ -176,7 +176,7 @@ static void test_sleepers_with_equal_deadlines_wake_in_the_same_order_every_run(
 }
 
 struct interleave_ctx {
-  char log[16][16];
+  char log[16][32];
   int n;
 };
 

@@ -922,6 +922,57 @@ static void test_stepped_cancelling_start_cancels_the_child_and_waits_for_it(voi
   assert_int_equal(c.nfail, 0);
 }
 
+struct stackful_started_ctx {
+  co_state co;
+  braid_group *g;
+  int value_storage;
+  void *value;
+  int rc_start_raw, rc_start, rc_close;
+  braid_time_t started_at;
+};
+
+static int stackful_ready_after_one_second(braid_task *self, void *arg) {
+  struct stackful_started_ctx *c = arg;
+  CHECK_INT(braid_sleep(self, SEC), 0);
+  CHECK_INT(braid_task_started(self, &c->value_storage), 0);
+  return 0;
+}
+
+static int stepped_starts_stackful_root(braid_task *self, void *ctx, int resume) {
+  struct stackful_started_ctx *c = ctx;
+  switch (c->co.pc) {
+  case 0:
+    CHECK_INT(braid_group_open(self, &c->g), 0);
+    c->rc_start_raw = braid_group_start(c->g, self, stackful_ready_after_one_second, c, NULL, &c->value);
+    if (c->rc_start_raw != BRAID_EPENDING) {
+      c->rc_start = c->rc_start_raw;
+    } else {
+      c->co.pc = 1;
+      return BRAID_EPENDING;
+    case 1:
+      c->rc_start = resume;
+    }
+    c->started_at = braid_now(self);
+    AWAIT(&c->co, braid_group_close(c->g, 0));
+    c->rc_close = c->co.rc;
+    CHECK_INT(braid_group_free(c->g), 0);
+    return 0;
+  }
+  return CO_FELL_OFF;
+}
+
+static void test_stepped_caller_starts_a_stackful_child(void **state) {
+  (void)state;
+  struct stackful_started_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_stepped_virtual(stepped_starts_stackful_root, &c), 0);
+  assert_int_equal(c.rc_start_raw, BRAID_EPENDING);
+  assert_int_equal(c.rc_start, 0);
+  assert_ptr_equal(c.value, &c.value_storage);
+  assert_int_equal(c.started_at, SEC);
+  assert_int_equal(c.rc_close, 0);
+}
+
 /* ---- misnested end, misuse --------------------------------------------- */
 
 struct left_open_ctx {
@@ -1085,6 +1136,7 @@ int main(void) {
       BT(test_stepped_start_of_child_returning_without_started_is_estate),
       BT(test_stepped_started_twice_is_estate),
       BT(test_stepped_cancelling_start_cancels_the_child_and_waits_for_it),
+      BT(test_stepped_caller_starts_a_stackful_child),
       BT(test_stepped_task_returning_with_a_scope_open_ends_with_estate),
       BT(test_stepped_child_pending_without_a_wait_fails_with_estate),
       BT(test_stepped_cancel_from_another_thread_wakes_the_sleeping_task),

@@ -190,6 +190,80 @@ static void test_stress_20000_stackful_tasks_sleeping_concurrently_then_cancelle
   assert_int_equal(c.caught, 1);
 }
 
+/* ---- 10,000 deadlines moved while others fire --------------------------- */
+
+#define MOVED_TOTAL 10000
+
+struct mover {
+  co_state co;
+  braid_scope *s;
+  braid_time_t first, moved_to; /* offsets from t = 0 */
+  int rc_first_sleep, rc_wait, rc_exit;
+  braid_time_t woke_at;
+};
+
+static uint64_t lcg_state = 12345;
+
+static uint64_t lcg(void) {
+  lcg_state = lcg_state * 6364136223846793005ull + 1442695040888963407ull;
+  return lcg_state >> 33;
+}
+
+static int mover_step(braid_task *self, void *ctx, int resume) {
+  struct mover *m = ctx;
+  switch (m->co.pc) {
+  case 0:
+    /* A deadline far away, then a sleep that ends before it... */
+    CHECK_INT(braid_move_on_after(self, 1000 * SEC, &m->s), 0);
+    AWAIT(&m->co, braid_sleep(self, m->first));
+    m->rc_first_sleep = m->co.rc;
+    /* ...then the deadline moved (earlier for most, later for some). */
+    CHECK_INT(braid_scope_set_deadline(m->s, m->moved_to), 0);
+    AWAIT(&m->co, braid_sleep_forever(self));
+    m->rc_wait = m->co.rc;
+    m->woke_at = braid_now(self);
+    m->rc_exit = braid_scope_exit(m->s, m->rc_wait);
+    CHECK_INT(braid_scope_unref(m->s), 0);
+    return m->rc_exit;
+  }
+  return CO_FELL_OFF;
+}
+
+static int movers_root(braid_task *self, void *arg) {
+  struct mover *m = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  for (int i = 0; i < MOVED_TOTAL; i++)
+    if (!CHECK_INT(braid_group_spawn_stepped(g, mover_step, &m[i], NULL, NULL), 0)) break;
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_stress_10000_moved_deadlines_each_fire_at_their_time(void **state) {
+  (void)state;
+  struct mover *m = calloc(MOVED_TOTAL, sizeof *m);
+  assert_non_null(m);
+  for (int i = 0; i < MOVED_TOTAL; i++) {
+    m[i].first = (braid_time_t)(1 + lcg() % 1000) * BRAID_MSEC;
+    m[i].moved_to = m[i].first + (braid_time_t)(1 + lcg() % 5000) * BRAID_MSEC;
+    if (i % 10 == 0) m[i].moved_to += 2000 * SEC; /* later than the original deadline */
+  }
+  assert_int_equal(run_virtual(movers_root, m), 0);
+  long right = 0;
+  for (int i = 0; i < MOVED_TOTAL; i++) {
+    int ok = m[i].rc_first_sleep == 0 && m[i].rc_wait == BRAID_ECANCELED && m[i].rc_exit == 0 &&
+             m[i].woke_at == m[i].moved_to;
+    if (!ok && right == i)
+      print_error("task %d: first sleep %s, wait %s, exit %s, woke at %lld, expected %lld\n", i,
+                  braid_errname(m[i].rc_first_sleep), braid_errname(m[i].rc_wait), braid_errname(m[i].rc_exit),
+                  (long long)m[i].woke_at, (long long)m[i].moved_to);
+    right += ok;
+  }
+  free(m);
+  assert_int_equal(right, MOVED_TOTAL);
+}
+
 /* ---- groups nested 50 deep -------------------------------------------- */
 
 #define DEPTH 50
@@ -283,6 +357,7 @@ int main(void) {
       BT(test_stress_100000_trivial_stackful_tasks_in_one_group),
       BT(test_stress_100000_stepped_tasks_sleeping_then_cancelled),
       BT(test_stress_20000_stackful_tasks_sleeping_concurrently_then_cancelled),
+      BT(test_stress_10000_moved_deadlines_each_fire_at_their_time),
       BT(test_stress_groups_nested_50_deep_are_all_cancelled_by_an_outer_deadline),
       BT(test_stress_failure_at_depth_50_propagates_through_every_level),
   };

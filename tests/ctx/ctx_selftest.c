@@ -266,6 +266,7 @@ static void fiber_entry(int me) {
     if (job) job(me);
     job_done[me] = 1;
     braid__fiber_switch(&part[me], &part[0], 0);
+    CHECK(me, (uintptr_t)part[0].sp % 16 == 0, "main suspended with sp %p", part[0].sp);
   }
 }
 
