@@ -13,6 +13,9 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(BRAID_USE_UCONTEXT)
+#include <fenv.h>
+#endif
 
 #if !defined(BRAID_USE_UCONTEXT)
 void braid__ctx_trampoline(void);
@@ -84,6 +87,11 @@ void braid__fiber_destroy(braid__fiber *f) {
 void braid__fiber_started(braid__fiber *self) {
 #if defined(BRAID__ASAN)
   __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+#endif
+#if defined(BRAID_USE_UCONTEXT)
+  /* getcontext captured whatever FP environment the creating task had; a
+   * task starts with the default one, as in the assembly builds. */
+  fesetenv(FE_DFL_ENV);
 #endif
   (void)self;
 }
