@@ -247,6 +247,7 @@ BRAID__HIDDEN braid_time_t braid__loop_now(const braid_loop *loop);
 BRAID__HIDDEN void braid__make_ready(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__wake(braid_task *t, int resume);
 BRAID__HIDDEN int braid__suspend(braid_task *t);
+BRAID__HIDDEN int braid__yield_cancelled(braid_task *t);
 BRAID__HIDDEN int braid__after_wake(braid_task *t);
 BRAID__HIDDEN int braid__check_running(const braid_task *t);
 BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,

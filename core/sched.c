@@ -34,6 +34,7 @@
 #define BRAID__BATCH 64
 #define BRAID__DEFAULT_STACK (256u * 1024u)
 #define BRAID__MIN_STACK (16u * 1024u)
+#define BRAID__MAX_STACK ((size_t)1 << 30)
 #define BRAID__TASK_CACHE_MAX 16384u
 
 BRAID__TLS braid__thread braid__tls;
@@ -132,6 +133,7 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
                     braid_task **out) {
   if (opts && opts->size < sizeof(braid_spawn_opts)) return BRAID_EINVAL;
   size_t stack = loop->default_stack;
+  if (opts && opts->stack_size > BRAID__MAX_STACK) return BRAID_EINVAL;
   if (opts && opts->stack_size) {
     size_t page = braid__page_size();
     stack = opts->stack_size < BRAID__MIN_STACK ? BRAID__MIN_STACK : opts->stack_size;
@@ -456,6 +458,7 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
     memcpy(&o, opts, sizeof o);
     if (o.clock != BRAID_CLOCK_REAL && o.clock != BRAID_CLOCK_VIRTUAL) return BRAID_EINVAL;
     if (o.on_fd && o.watch_fd < 0) return BRAID_EINVAL;
+    if (o.stack_size > BRAID__MAX_STACK) return BRAID_EINVAL;
   }
   if (braid__tls.loop) return BRAID_ESTATE;
   braid_loop *loop = braid__calloc(sizeof *loop);
@@ -476,10 +479,15 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
   uv_timer_init(&loop->uv, &loop->uv_timer);
   uv_async_init(&loop->uv, &loop->uv_async, on_async);
   if (o.on_fd) {
-    if (uv_poll_init(&loop->uv, &loop->uv_fd, o.watch_fd) == 0) {
-      loop->uv_fd.data = loop;
-      uv_poll_start(&loop->uv_fd, UV_READABLE, on_fd);
-      loop->fd_active = 1;
+    if (uv_poll_init(&loop->uv, &loop->uv_fd, o.watch_fd) != 0) {
+      loop_destroy(loop);
+      return BRAID_EINVAL;
+    }
+    loop->fd_active = 1;
+    loop->uv_fd.data = loop;
+    if (uv_poll_start(&loop->uv_fd, UV_READABLE, on_fd) != 0) {
+      loop_destroy(loop);
+      return BRAID_EINVAL;
     }
   }
   /* The stack cache's first slots are allocated here so that the usual
@@ -554,6 +562,15 @@ int braid_loop_get_stats(const braid_loop *loop, braid_loop_stats *out) {
 
 /* ---- checkpoints and sleeping ---- */
 
+/* A blocking call made inside a cancelled scope: still a schedule point, as
+ * in Trio (other tasks run first), and the outcome is already decided. */
+int braid__yield_cancelled(braid_task *task) {
+  task->resume_mode = BRAID__RESUME_VALUE;
+  task->resume = BRAID_ECANCELED;
+  braid__make_ready(task->loop, task);
+  return braid__suspend(task);
+}
+
 int braid_checkpoint(braid_task *task) {
   int rc = braid__check_running(task);
   if (rc) return rc;
@@ -586,7 +603,7 @@ static int sleep_until(braid_task *task, braid_time_t when, int forever) {
   if (rc) return rc;
   braid_loop *loop = task->loop;
   if (!forever && when <= braid__loop_now(loop)) return braid_checkpoint(task);
-  if (braid__scope_eff_cancelled(task->scope)) return BRAID_ECANCELED;
+  if (braid__scope_eff_cancelled(task->scope)) return braid__yield_cancelled(task);
   if (!forever) {
     task->timer.when = when;
     if (braid__heap_insert(&loop->heap, &task->timer) != 0) return BRAID_ENOMEM;

@@ -22,7 +22,9 @@
  *     switch away and return the outcome. On a stepped task they register the
  *     wait and return BRAID_EPENDING; the outcome arrives as the `resume`
  *     argument of the task's next step. Every blocking function is a
- *     checkpoint unless its comment says otherwise.
+ *     checkpoint unless its comment says otherwise: it always lets other
+ *     tasks run, and inside a cancelled scope its outcome is BRAID_ECANCELED
+ *     (still delivered after the yield, through `resume` on a stepped task).
  *   - "Loop thread only" means: callable only from the thread that runs the
  *     loop the object belongs to (from a task of that loop); other threads get
  *     BRAID_ETHREAD.
@@ -173,7 +175,8 @@ typedef struct braid_run_opts {
   size_t size;             /* sizeof(braid_run_opts) */
   int clock;               /* BRAID_CLOCK_REAL (default) or _VIRTUAL */
   braid_time_t start_time; /* virtual clock: initial time (default 0) */
-  size_t stack_size;       /* default stack size of stackful tasks; 0 = 256 KiB */
+  size_t stack_size;       /* default stack size of stackful tasks; 0 = 256 KiB;
+                              at least 16 KiB, at most 1 GiB (more is BRAID_EINVAL) */
   const char *root_name;   /* name of the root task; NULL = "root" */
   /* Called on the loop thread just before / after the loop blocks waiting
    * for events (a host releases and re-takes its interpreter lock here). */
@@ -191,7 +194,12 @@ typedef struct braid_run_opts {
  *
  * Creates a loop on this thread, runs fn(root, arg) as the root task and
  * returns when the root task and every task of the loop have finished.
- * Returns the root task's result, BRAID_EINVAL for a NULL fn or bad options,
+ * A task body (the root's included) that returns while scopes or groups it
+ * entered are still open ends with the failure BRAID_ESTATE: those scopes
+ * are left as a misnested exit leaves them (detached, cancelled), and the
+ * children of a group left open are cancelled and still waited for.
+ * Returns the root task's result, BRAID_EINVAL for a NULL fn or bad options
+ * (including a watch_fd libuv cannot poll),
  * BRAID_ENOMEM, BRAID_ESYS if libuv could not be initialised, or BRAID_ESTATE
  * if this thread already runs a loop. Thread-safe: each thread may run its
  * own loop.
@@ -447,7 +455,8 @@ BRAID_API int braid_sleep_forever(braid_task *task);
 typedef struct braid_spawn_opts {
   size_t size;       /* sizeof(braid_spawn_opts) */
   const char *name;  /* copied; NULL = "task-<id>" */
-  size_t stack_size; /* stackful only; 0 = the loop's default; rounded up to pages */
+  size_t stack_size; /* stackful only; 0 = the loop's default; rounded up to pages,
+                        at least 16 KiB, at most 1 GiB (more is BRAID_EINVAL) */
 } braid_spawn_opts;
 
 /**

@@ -6,10 +6,14 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static atomic_int failures;
 
@@ -114,6 +118,31 @@ int in_thread(void *(*fn)(void *), void *arg) {
   int e = pthread_create(&t, NULL, fn, arg);
   if (e != 0) return e;
   return pthread_join(t, NULL);
+}
+
+int fork_call(int (*fn)(void *), void *arg, int *signo) {
+  fflush(stdout);
+  fflush(stderr);
+  pid_t pid = fork();
+  if (pid < 0) return FORK_CRASHED;
+  if (pid == 0) {
+    /* cmocka catches these to fail a test and go on: here they must kill. */
+    const int fatal[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
+    for (size_t i = 0; i < sizeof fatal / sizeof fatal[0]; i++)
+      signal(fatal[i], SIG_DFL);
+    int rc = fn(arg);
+    fflush(stdout);
+    fflush(stderr);
+    _exit((unsigned char)(signed char)rc);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (WIFSIGNALED(status)) {
+    if (signo) *signo = WTERMSIG(status);
+    return FORK_CRASHED;
+  }
+  return (signed char)(unsigned char)WEXITSTATUS(status);
 }
 
 int64_t real_ns(void) {

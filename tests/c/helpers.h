@@ -42,9 +42,9 @@ void checks_reset(void);
 
 /* Each returns 1 if the check held, 0 (after reporting) if not. */
 #define CHECK(cond) check_true_((cond) != 0, #cond, __FILE__, __LINE__)
-#define CHECK_INT(actual, expected)                                                                        \
+#define CHECK_INT(actual, expected)                                                                                    \
   check_int_((long long)(actual), (long long)(expected), #actual, #expected, __FILE__, __LINE__)
-#define CHECK_PTR(actual, expected)                                                                        \
+#define CHECK_PTR(actual, expected)                                                                                    \
   check_true_((const void *)(actual) == (const void *)(expected), #actual " == " #expected, __FILE__, __LINE__)
 #define CHECK_STR(actual, expected) check_str_((actual), (expected), #actual, __FILE__, __LINE__)
 
@@ -70,6 +70,15 @@ braid_spawn_opts spawn_opts(const char *name, size_t stack_size);
 /* Run fn(arg) on a new pthread and join it. Returns 0 or the pthread error. */
 int in_thread(void *(*fn)(void *), void *arg);
 
+/*
+ * Run fn(arg) in a forked child process and return its result (which must
+ * fit in -128..127), so that a crash of the runtime fails one test instead
+ * of leaving this process's loop half-run. Returns FORK_CRASHED (and the
+ * signal in *signo, if non-NULL) when the child died of a signal.
+ */
+#define FORK_CRASHED (-1000)
+int fork_call(int (*fn)(void *), void *arg, int *signo);
+
 /* Real monotonic time in ns (clock_gettime), independent of braid. */
 int64_t real_ns(void);
 
@@ -90,8 +99,8 @@ void tpayload_dtor(void *p);
 
 /* Embed as a member (conventionally `co`) of a stepped body's context. */
 typedef struct co_state {
-  int pc;       /* where to resume: 0 = first step */
-  int rc;       /* outcome of the last AWAIT */
+  int pc;        /* where to resume: 0 = first step */
+  int rc;        /* outcome of the last AWAIT */
   int immediate; /* AWAITs whose call returned at once (not EPENDING) */
 } co_state;
 
@@ -103,17 +112,17 @@ typedef struct co_state {
  * co->immediate counts it. The body must be
  *   switch (c->co.pc) { case 0: ... } return CO_FELL_OFF;
  */
-#define AWAIT(cs, call)                                                                                    \
-  do {                                                                                                     \
-    (cs)->rc = (call);                                                                                     \
-    if ((cs)->rc == BRAID_EPENDING) {                                                                      \
-      (cs)->pc = __LINE__;                                                                                 \
-      return BRAID_EPENDING;                                                                               \
-    case __LINE__:                                                                                         \
-      (cs)->rc = resume;                                                                                   \
-    } else {                                                                                               \
-      (cs)->immediate++;                                                                                   \
-    }                                                                                                      \
+#define AWAIT(cs, call)                                                                                                \
+  do {                                                                                                                 \
+    (cs)->rc = (call);                                                                                                 \
+    if ((cs)->rc == BRAID_EPENDING) {                                                                                  \
+      (cs)->pc = __LINE__;                                                                                             \
+      return BRAID_EPENDING;                                                                                           \
+    case __LINE__:                                                                                                     \
+      (cs)->rc = resume;                                                                                               \
+    } else {                                                                                                           \
+      (cs)->immediate++;                                                                                               \
+    }                                                                                                                  \
   } while (0)
 
 /* A step called with a pc it does not know: reported by a check. */

@@ -69,7 +69,7 @@ static void uninstall(void) { assert_int_equal(braid_set_allocator(NULL), 0); }
 struct sc {
   int enomem_seen;
   tpayload payloads[MAX_PAYLOADS];
-  int handed[MAX_PAYLOADS]; /* 1 once given to braid (who must destroy it) */
+  int handed[MAX_PAYLOADS];       /* 1 once given to braid (who must destroy it) */
   int caller_owned[MAX_PAYLOADS]; /* 1 when braid gave it back to us */
 };
 
@@ -370,7 +370,8 @@ static int cancel_all_root(braid_task *self, void *arg) {
   rc = T(braid_group_open(self, &g));
   if (rc == 0) {
     int body = 0;
-    for (int i = 0; i < 4 && body == 0; i++) body = T(braid_group_spawn(g, failing_child, (void *)(intptr_t)(2 * i + 1), NULL, NULL));
+    for (int i = 0; i < 4 && body == 0; i++)
+      body = T(braid_group_spawn(g, failing_child, (void *)(intptr_t)(2 * i + 1), NULL, NULL));
     rc = surfaced(T(braid_group_close(g, body)));
     braid_group_free(g);
   }
@@ -390,18 +391,10 @@ struct scenario {
 };
 
 static const struct scenario scenarios[] = {
-    {"run", s_run},
-    {"run_stepped", s_run_stepped},
-    {"scope_outside_loop", s_scope_outside_loop},
-    {"scopes", s_scopes},
-    {"group_stackful", s_group_stackful},
-    {"group_stepped", s_group_stepped},
-    {"failures", s_failures},
-    {"many_failures", s_many_failures},
-    {"group_fail", s_group_fail},
-    {"start", s_start},
-    {"nested_groups", s_nested_groups},
-    {"cancel_by_deadline", s_cancel_by_deadline},
+    {"run", s_run},           {"run_stepped", s_run_stepped},       {"scope_outside_loop", s_scope_outside_loop},
+    {"scopes", s_scopes},     {"group_stackful", s_group_stackful}, {"group_stepped", s_group_stepped},
+    {"failures", s_failures}, {"many_failures", s_many_failures},   {"group_fail", s_group_fail},
+    {"start", s_start},       {"nested_groups", s_nested_groups},   {"cancel_by_deadline", s_cancel_by_deadline},
 };
 
 static void check_payloads(const char *name, long k) {
@@ -416,7 +409,8 @@ static void check_payloads(const char *name, long k) {
 
 static void reset_sc(void) {
   memset(&sc, 0, sizeof sc);
-  for (int i = 0; i < MAX_PAYLOADS; i++) sc.payloads[i].id = i;
+  for (int i = 0; i < MAX_PAYLOADS; i++)
+    sc.payloads[i].id = i;
 }
 
 static void run_scenario(const struct scenario *s) {
@@ -454,10 +448,10 @@ static void run_scenario(const struct scenario *s) {
   }
 }
 
-#define SCENARIO_TEST(idx, fname)                                                                          \
-  static void fname(void **state) {                                                                        \
-    (void)state;                                                                                           \
-    run_scenario(&scenarios[idx]);                                                                         \
+#define SCENARIO_TEST(idx, fname)                                                                                      \
+  static void fname(void **state) {                                                                                    \
+    (void)state;                                                                                                       \
+    run_scenario(&scenarios[idx]);                                                                                     \
   }
 
 SCENARIO_TEST(0, test_alloc_failure_in_run_returns_enomem_and_leaks_nothing)

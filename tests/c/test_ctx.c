@@ -137,14 +137,16 @@ static int stack_root(braid_task *self, void *arg) {
   static int out[8];
   for (int round = 0; round < 2; round++) {
     CHECK_INT(braid_group_open(self, &g), 0);
-    for (int i = 0; i < 8; i++) CHECK_INT(braid_group_spawn(g, stack_user, &out[i], NULL, NULL), 0);
+    for (int i = 0; i < 8; i++)
+      CHECK_INT(braid_group_spawn(g, stack_user, &out[i], NULL, NULL), 0);
     CHECK_INT(braid_group_close(g, 0), 0);
     braid_group_free(g);
   }
   braid_loop_stats st = {.size = sizeof st};
   CHECK_INT(braid_loop_get_stats(braid_task_loop(self), &st), 0);
   *(braid_loop_stats *)arg = st;
-  for (int i = 0; i < 8; i++) CHECK_INT(out[i], deep(100));
+  for (int i = 0; i < 8; i++)
+    CHECK_INT(out[i], deep(100));
   return 0;
 }
 
@@ -195,7 +197,8 @@ static int hook_root(braid_task *self, void *arg) {
   struct hook_ctx *h = arg;
   CHECK_INT(braid_sleep(self, 5 * BRAID_MSEC), 0); /* the loop blocks: hooks run */
   /* wait until the fd callback has run, sleeping in short steps */
-  for (int i = 0; i < 400 && h->fd_calls == 0; i++) CHECK_INT(braid_sleep(self, 5 * BRAID_MSEC), 0);
+  for (int i = 0; i < 400 && h->fd_calls == 0; i++)
+    CHECK_INT(braid_sleep(self, 5 * BRAID_MSEC), 0);
   return 0;
 }
 

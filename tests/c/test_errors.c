@@ -171,7 +171,15 @@ static int in_loop_root(braid_task *self, void *arg) {
   REC(c, braid_group_failure(g, 0, NULL, NULL, NULL));
   REC(c, braid_group_fail(g, 0, NULL, NULL));
 
-  /* 19-20: enter twice, exit twice */
+  /* 19: entering a scope into a task that is not running */
+  braid_scope *other = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &other), 0);
+  REC(c, braid_scope_enter(c->child, other));
+  CHECK_INT(braid_scope_enter(self, other), 0); /* the refusal did not enter it */
+  CHECK_INT(braid_scope_exit(other, 0), 0);
+  CHECK_INT(braid_scope_unref(other), 0);
+
+  /* 20-21: enter twice, exit twice */
   CHECK_INT(braid_scope_enter(self, s), 0);
   REC(c, braid_scope_enter(self, s));
   CHECK_INT(braid_scope_exit(s, 0), 0);
@@ -182,7 +190,7 @@ static int in_loop_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_child_count(g), 1);
   CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
   CHECK_INT(braid_group_close(g, 0), 0);
-  /* 21-24: a closed group */
+  /* 22-25: a closed group */
   REC(c, braid_group_close(g, 0));
   REC(c, braid_group_spawn(g, noop, NULL, NULL, NULL));
   REC(c, braid_group_start(g, self, noop, NULL, NULL, NULL));
@@ -197,21 +205,22 @@ static void test_errors_in_loop_null_arguments_and_wrong_order(void **state) {
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(in_loop_root, &c), 0);
   const int expected[] = {
-      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,                /* stats */
-      BRAID_EINVAL, BRAID_EINVAL,                              /* move_on/fail_after NULL out */
-      BRAID_EINVAL, BRAID_EINVAL,                              /* group_open NULL */
-      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE,  /* not running; never entered */
-      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,                /* NULL bodies */
-      BRAID_EINVAL, BRAID_EINVAL,                              /* NULL caller / step */
-      BRAID_ESTATE, BRAID_EINVAL, BRAID_EINVAL,                /* free open, failure oob, fail 0 */
-      BRAID_ESTATE, BRAID_ESTATE,                              /* enter twice, exit twice */
-      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE,  /* closed group */
+      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,               /* stats */
+      BRAID_EINVAL, BRAID_EINVAL,                             /* move_on/fail_after NULL out */
+      BRAID_EINVAL, BRAID_EINVAL,                             /* group_open NULL */
+      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, /* not running; never entered */
+      BRAID_EINVAL, BRAID_EINVAL, BRAID_EINVAL,               /* NULL bodies */
+      BRAID_EINVAL, BRAID_EINVAL,                             /* NULL caller / step */
+      BRAID_ESTATE, BRAID_EINVAL, BRAID_EINVAL,               /* free open, failure oob, fail 0 */
+      BRAID_ESTATE,                                           /* enter into a task not running */
+      BRAID_ESTATE, BRAID_ESTATE,                             /* enter twice, exit twice */
+      BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, BRAID_ESTATE, /* closed group */
   };
   const int n = (int)(sizeof expected / sizeof expected[0]);
   assert_int_equal(c.n, n);
   for (int i = 0; i < n; i++) {
-    if (c.rc[i] != expected[i]) print_error("call #%d returned %s, expected %s\n", i, braid_errname(c.rc[i]),
-                                            braid_errname(expected[i]));
+    if (c.rc[i] != expected[i])
+      print_error("call #%d returned %s, expected %s\n", i, braid_errname(c.rc[i]), braid_errname(expected[i]));
     assert_int_equal(c.rc[i], expected[i]);
   }
   assert_int_equal(c.child_rc, BRAID_ECANCELED);
@@ -223,8 +232,8 @@ struct wrong_thread_ctx {
   braid_task *root;
   braid_scope *entered, *fresh, *unentered;
   braid_group *g;
-  int rc_enter, rc_set_deadline, rc_set_shield, rc_move_on, rc_fail_after, rc_group_open, rc_spawn,
-      rc_spawn_stepped, rc_start, rc_start_stepped;
+  int rc_enter, rc_set_deadline, rc_set_shield, rc_move_on, rc_fail_after, rc_group_open, rc_spawn, rc_spawn_stepped,
+      rc_start, rc_start_stepped;
   int rc_exit, rc_checkpoint, rc_sleep, rc_close, rc_set_deadline_unentered, rc_cancel;
   int child_ran;
   braid_time_t deadline_after, unentered_deadline;
@@ -314,6 +323,71 @@ static void test_errors_loop_thread_only_calls_from_another_thread_are_ethread(v
   assert_int_equal(c.rc_set_deadline_unentered, 0);
   assert_int_equal(c.rc_cancel, 0);
   /* Nothing changed. */
+  assert_int_equal(c.deadline_after, BRAID_NEVER);
+  assert_int_equal(c.shield_after, 0);
+  assert_int_equal(c.children_after, 0);
+  assert_int_equal(c.child_ran, 0);
+  assert_int_equal(c.unentered_deadline, 7 * SEC);
+}
+
+/* The same calls from a task of another loop (another thread running its
+ * own loop) must be refused just the same. */
+static int other_loop_root(braid_task *self, void *arg) {
+  (void)self;
+  wrong_thread_calls(arg);
+  return 0;
+}
+
+static void *run_other_loop(void *arg) {
+  struct wrong_thread_ctx *c = arg;
+  CHECK_INT(run_virtual(other_loop_root, c), 0);
+  return NULL;
+}
+
+static int other_loop_victim_root(braid_task *self, void *arg) {
+  struct wrong_thread_ctx *c = arg;
+  c->root = self;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->entered), 0);
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->fresh), 0);
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->unentered), 0);
+  CHECK_INT(braid_group_open(self, &c->g), 0);
+  CHECK_INT(braid_scope_enter(self, c->entered), 0);
+  CHECK_INT(in_thread(run_other_loop, c), 0);
+  c->deadline_after = braid_scope_deadline(c->entered);
+  c->shield_after = braid_scope_shield(c->entered);
+  c->children_after = braid_group_child_count(c->g);
+  c->unentered_deadline = braid_scope_deadline(c->unentered);
+  CHECK_INT(braid_checkpoint(self), 0);
+  CHECK_INT(braid_scope_exit(c->entered, 0), 0);
+  CHECK_INT(braid_group_close(c->g, 0), 0);
+  CHECK_INT(braid_group_free(c->g), 0);
+  CHECK_INT(braid_scope_unref(c->entered), 0);
+  CHECK_INT(braid_scope_unref(c->fresh), 0);
+  CHECK_INT(braid_scope_unref(c->unentered), 0);
+  return 0;
+}
+
+static void test_errors_calls_from_a_task_of_another_loop_are_ethread(void **state) {
+  (void)state;
+  struct wrong_thread_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_real(other_loop_victim_root, &c), 0);
+  assert_int_equal(c.rc_enter, BRAID_ETHREAD);
+  assert_int_equal(c.rc_set_deadline, BRAID_ETHREAD);
+  assert_int_equal(c.rc_set_shield, BRAID_ETHREAD);
+  assert_int_equal(c.rc_move_on, BRAID_ETHREAD);
+  assert_int_equal(c.rc_fail_after, BRAID_ETHREAD);
+  assert_int_equal(c.rc_group_open, BRAID_ETHREAD);
+  assert_int_equal(c.rc_spawn, BRAID_ETHREAD);
+  assert_int_equal(c.rc_spawn_stepped, BRAID_ETHREAD);
+  assert_int_equal(c.rc_start, BRAID_ETHREAD);
+  assert_int_equal(c.rc_start_stepped, BRAID_ETHREAD);
+  assert_true(is_one_of(c.rc_exit, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_checkpoint, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_sleep, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_true(is_one_of(c.rc_close, BRAID_ESTATE, BRAID_ETHREAD));
+  assert_int_equal(c.rc_set_deadline_unentered, 0);
+  assert_int_equal(c.rc_cancel, 0);
   assert_int_equal(c.deadline_after, BRAID_NEVER);
   assert_int_equal(c.shield_after, 0);
   assert_int_equal(c.children_after, 0);
@@ -504,6 +578,177 @@ static void test_errors_root_returning_with_a_group_open_ends_with_estate_after_
   assert_int_equal(braid_group_free(c.inner), 0);
 }
 
+/* Stack sizes that cannot be mapped must fail cleanly: either the spawn
+ * refuses, or (stacks are mapped when a task first runs) the child ends
+ * with the failure BRAID_ENOMEM without running. Rounding SIZE_MAX up to
+ * pages must not wrap to a tiny stack. These run in a child process so
+ * that a crash fails only this test. */
+struct huge_stack_ctx {
+  size_t size;
+  int rc_huge, rc_after, rc_close, code;
+  size_t nfail;
+  int huge_ran, normal_ran;
+};
+
+static int huge_stack_root(braid_task *self, void *arg) {
+  struct huge_stack_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_spawn_opts o = spawn_opts(NULL, c->size);
+  c->rc_huge = braid_group_spawn(g, flag_child, &c->huge_ran, &o, NULL);
+  c->rc_after = braid_group_spawn(g, flag_child, &c->normal_ran, NULL, NULL);
+  c->rc_close = braid_group_close(g, 0);
+  c->nfail = braid_group_failure_count(g);
+  if (c->nfail > 0) braid_group_failure(g, 0, &c->code, NULL, NULL);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static int huge_spawn_in_child(void *arg) {
+  struct huge_stack_ctx *c = arg;
+  int rc = run_virtual(huge_stack_root, c);
+  if (rc != 0 || check_failures() != 0) return 1;
+  if (c->rc_after != 0 || c->normal_ran != 1 || c->huge_ran != 0) return 2;
+  int refused = (c->rc_huge == BRAID_EINVAL || c->rc_huge == BRAID_ENOMEM || c->rc_huge == BRAID_ESYS) &&
+                c->rc_close == 0 && c->nfail == 0;
+  int failed = c->rc_huge == 0 && c->rc_close == BRAID_EFAILED && c->nfail == 1 && c->code == BRAID_ENOMEM;
+  return refused || failed ? 0 : 3;
+}
+
+static void check_huge_spawn(size_t size) {
+  struct huge_stack_ctx c;
+  memset(&c, 0, sizeof c);
+  c.size = size;
+  int sig = 0;
+  int rc = fork_call(huge_spawn_in_child, &c, &sig);
+  if (rc == FORK_CRASHED) print_error("stack size %zu: the process died of signal %d\n", size, sig);
+  assert_int_equal(rc, 0);
+}
+
+static void test_errors_spawn_with_an_unmappable_stack_size_fails_cleanly(void **state) {
+  (void)state;
+  check_huge_spawn((size_t)1 << 50);
+}
+
+static void test_errors_spawn_with_an_impossible_stack_size_fails_cleanly(void **state) {
+  (void)state;
+  check_huge_spawn(SIZE_MAX);
+}
+
+static int huge_run_in_child(void *arg) {
+  (void)arg;
+  braid_run_opts o = run_opts(BRAID_CLOCK_VIRTUAL);
+  o.stack_size = SIZE_MAX;
+  return braid_run(noop, NULL, &o);
+}
+
+static void test_errors_run_with_an_impossible_stack_size_fails_cleanly(void **state) {
+  (void)state;
+  int sig = 0;
+  int rc = fork_call(huge_run_in_child, NULL, &sig);
+  if (rc == FORK_CRASHED) print_error("the process died of signal %d\n", sig);
+  assert_true(rc == BRAID_EINVAL || rc == BRAID_ENOMEM || rc == BRAID_ESYS);
+}
+
+struct detach_ctx {
+  int rc_exit_outer, rc_cp_after, rc_close, rc_free, rc_grandchild, rc_exit_group_scope, rc_close2;
+};
+
+static int detached_child(braid_task *self, void *arg) {
+  struct detach_ctx *c = arg;
+  c->rc_grandchild = braid_sleep_forever(self);
+  return c->rc_grandchild;
+}
+
+static int detach_root(braid_task *self, void *arg) {
+  struct detach_ctx *c = arg;
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn(g, detached_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
+  /* Leaving the outer scope with the group still open: misnested. */
+  c->rc_exit_outer = braid_scope_exit(s, 0);
+  c->rc_cp_after = braid_checkpoint(self);
+  c->rc_close = braid_group_close(g, 0);
+  c->rc_free = braid_group_free(g);
+  CHECK_INT(braid_scope_unref(s), 0);
+
+  /* The group's scope is left by close, not by braid_scope_exit. */
+  CHECK_INT(braid_group_open(self, &g), 0);
+  c->rc_exit_group_scope = braid_scope_exit(braid_group_scope(g), 0);
+  c->rc_close2 = braid_group_close(g, 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_errors_misnested_exit_around_an_open_group_detaches_and_cancels_it(void **state) {
+  (void)state;
+  struct detach_ctx c;
+  memset(&c, 0, sizeof c);
+  c.rc_grandchild = 1;
+  assert_int_equal(run_virtual(detach_root, &c), 0);
+  assert_int_equal(c.rc_exit_outer, BRAID_ESTATE);
+  assert_int_equal(c.rc_cp_after, 0);
+  assert_int_equal(c.rc_grandchild, BRAID_ECANCELED); /* the detached group stays cancelled */
+  assert_int_equal(c.rc_close, BRAID_ESTATE);         /* its scope is no longer the task's */
+  assert_int_equal(c.rc_free, 0);                     /* the task left it: it may be freed */
+  assert_int_equal(c.rc_exit_group_scope, BRAID_ESTATE);
+  assert_int_equal(c.rc_close2, 0);
+}
+
+struct opts_size_ctx {
+  int rc_spawn, rc_spawn_stepped, rc_start;
+};
+
+static int opts_size_root(braid_task *self, void *arg) {
+  struct opts_size_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_spawn_opts o = spawn_opts("x", 0);
+  o.size = 0;
+  c->rc_spawn = braid_group_spawn(g, noop, NULL, &o, NULL);
+  c->rc_spawn_stepped = braid_group_spawn_stepped(g, noop_step, NULL, &o, NULL);
+  c->rc_start = braid_group_start(g, self, noop, NULL, &o, NULL);
+  CHECK_INT(braid_group_child_count(g), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_errors_spawn_options_without_their_size_are_einval(void **state) {
+  (void)state;
+  struct opts_size_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(opts_size_root, &c), 0);
+  assert_int_equal(c.rc_spawn, BRAID_EINVAL);
+  assert_int_equal(c.rc_spawn_stepped, BRAID_EINVAL);
+  assert_int_equal(c.rc_start, BRAID_EINVAL);
+}
+
+static void on_fd_noop(void *ud) { (void)ud; }
+
+static int bad_fd_in_child(void *arg) {
+  (void)arg;
+  braid_run_opts o = run_opts(BRAID_CLOCK_VIRTUAL);
+  o.watch_fd = 1 << 20; /* not an open descriptor */
+  o.on_fd = on_fd_noop;
+  return braid_run(noop, NULL, &o);
+}
+
+static void test_errors_run_watching_a_bad_descriptor_fails_cleanly(void **state) {
+  (void)state;
+  int sig = 0;
+  int rc = fork_call(bad_fd_in_child, NULL, &sig);
+  if (rc == FORK_CRASHED)
+    print_error("the process died of signal %d\n", sig);
+  else if (rc != BRAID_EINVAL && rc != BRAID_ESYS)
+    print_error("braid_run returned %s\n", braid_errname(rc));
+  assert_true(rc == BRAID_EINVAL || rc == BRAID_ESYS);
+}
+
 /* ---- started twice, stepped misuse -------------------------------------- */
 
 struct started_ctx {
@@ -556,13 +801,20 @@ int main(void) {
       BT(test_errors_group_accessors_reject_null),
       BT(test_errors_in_loop_null_arguments_and_wrong_order),
       BT(test_errors_loop_thread_only_calls_from_another_thread_are_ethread),
+      BT(test_errors_calls_from_a_task_of_another_loop_are_ethread),
       BT(test_errors_exit_or_close_from_another_task_is_estate),
       BT(test_errors_group_close_with_an_inner_scope_open_is_estate),
       BT(test_errors_task_returning_with_a_scope_open_ends_with_estate),
       BT(test_errors_task_returning_with_a_group_open_ends_with_estate_and_cancels_it),
       BT(test_errors_root_returning_with_a_group_open_ends_with_estate_after_its_children),
+      BT(test_errors_misnested_exit_around_an_open_group_detaches_and_cancels_it),
+      BT(test_errors_spawn_options_without_their_size_are_einval),
+      BT(test_errors_run_watching_a_bad_descriptor_fails_cleanly),
       BT(test_errors_started_twice_is_estate),
       BT(test_errors_stepped_body_pending_without_a_wait_ends_with_estate),
+      BT(test_errors_spawn_with_an_unmappable_stack_size_fails_cleanly),
+      BT(test_errors_spawn_with_an_impossible_stack_size_fails_cleanly),
+      BT(test_errors_run_with_an_impossible_stack_size_fails_cleanly),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }

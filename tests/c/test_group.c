@@ -71,7 +71,8 @@ static int wait_child(braid_task *self, void *arg) {
 static int wait_root(braid_task *self, void *arg) {
   struct wait_ctx *c = arg;
   braid_group *g = open_group(self);
-  for (int i = 0; i < 3; i++) CHECK_INT(braid_group_spawn(g, wait_child, c, NULL, NULL), 0);
+  for (int i = 0; i < 3; i++)
+    CHECK_INT(braid_group_spawn(g, wait_child, c, NULL, NULL), 0);
   c->count_after_spawn = braid_group_child_count(g);
   CHECK_INT(braid_sleep(self, 1500 * BRAID_MSEC), 0);
   c->count_mid = braid_group_child_count(g);
@@ -134,7 +135,8 @@ static void test_group_spawn_out_task_is_the_child(void **state) {
   /* Every child saw its own id, and each id came back from a spawn. */
   for (int i = 0; i < 4; i++) {
     int found = 0;
-    for (int j = 0; j < 4; j++) found += c.seen_ids[i] == c.out_ids[j];
+    for (int j = 0; j < 4; j++)
+      found += c.seen_ids[i] == c.out_ids[j];
     assert_int_equal(found, 1);
   }
 }
@@ -339,8 +341,10 @@ static void test_task_fail_rejects_invalid_codes_and_destroys_the_payload(void *
   struct replace_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(bad_codes_root, &c), 0);
-  for (int i = 0; i < 4; i++) assert_int_equal(c.rc_bad[i], BRAID_EINVAL);
-  for (int i = 0; i < 3; i++) assert_int_equal(c.bad[i].dtor_calls, 1);
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(c.rc_bad[i], BRAID_EINVAL);
+  for (int i = 0; i < 3; i++)
+    assert_int_equal(c.bad[i].dtor_calls, 1);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.nfail, 0);
 }
@@ -371,7 +375,8 @@ static int positive_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, fail_then_return_zero, c, NULL, NULL), 0);
   c->rc_close = braid_group_close(g, 0);
   c->nfail = braid_group_failure_count(g);
-  for (size_t i = 0; i < c->nfail && i < 2; i++) CHECK_INT(braid_group_failure(g, i, &c->codes[i], NULL, NULL), 0);
+  for (size_t i = 0; i < c->nfail && i < 2; i++)
+    CHECK_INT(braid_group_failure(g, i, &c->codes[i], NULL, NULL), 0);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
@@ -470,8 +475,44 @@ static void test_group_fail_records_a_body_failure_with_payload_and_cancels(void
   assert_ptr_equal(c.payload[0], &c.p);
   assert_int_equal(c.tid[0], c.id_root);
   assert_int_equal(c.rc_fail_closed, BRAID_ESTATE);
+  assert_int_equal(c.late.dtor_calls, 1); /* on every error the payload is destroyed */
   assert_int_equal(c.p_before_free, 0);
   assert_int_equal(c.p.dtor_calls, 1);
+}
+
+struct group_fail_twice_ctx {
+  tpayload first, second;
+  int first_after_second, rc_close, code;
+  size_t nfail;
+  void *payload;
+};
+
+static int group_fail_twice_root(braid_task *self, void *arg) {
+  struct group_fail_twice_ctx *c = arg;
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_fail(g, 41, &c->first, tpayload_dtor), 0);
+  CHECK_INT(braid_group_fail(g, 42, &c->second, tpayload_dtor), 0);
+  c->first_after_second = c->first.dtor_calls;
+  /* A failing body result adds nothing once group_fail recorded one. */
+  c->rc_close = braid_group_close(g, 77);
+  c->nfail = braid_group_failure_count(g);
+  CHECK_INT(braid_group_failure(g, 0, &c->code, &c->payload, NULL), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_group_fail_twice_replaces_the_first_and_close_adds_nothing(void **state) {
+  (void)state;
+  struct group_fail_twice_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(group_fail_twice_root, &c), 0);
+  assert_int_equal(c.first_after_second, 1);
+  assert_int_equal(c.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.nfail, 1);
+  assert_int_equal(c.code, 42);
+  assert_ptr_equal(c.payload, &c.second);
+  assert_int_equal(c.first.dtor_calls, 1);
+  assert_int_equal(c.second.dtor_calls, 1);
 }
 
 struct free_payloads_ctx {
@@ -495,7 +536,8 @@ static int free_payloads_root(braid_task *self, void *arg) {
   }
   c->rc_close = braid_group_close(g, 0);
   CHECK_INT(braid_group_failure_count(g), 4);
-  for (int i = 0; i < 4; i++) c->before_free[i] = c->p[i].dtor_calls;
+  for (int i = 0; i < 4; i++)
+    c->before_free[i] = c->p[i].dtor_calls;
   CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
@@ -655,6 +697,38 @@ static void test_group_scope_shield_protects_children_from_outer_cancel(void **s
   assert_int_equal(c.child_done_at, 2 * SEC);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.rc_outer_exit, 0); /* the outer deadline fired meanwhile */
+}
+
+struct late_start_ctx {
+  int ran, rc_cp, cancelled_at_start;
+};
+
+static int runs_until_first_checkpoint(braid_task *self, void *arg) {
+  struct late_start_ctx *c = arg;
+  c->ran = 1;
+  c->cancelled_at_start = braid_task_cancelled(self);
+  c->rc_cp = braid_checkpoint(self);
+  return c->rc_cp;
+}
+
+static int cancelled_before_start_root(braid_task *self, void *arg) {
+  struct late_start_ctx *c = arg;
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, runs_until_first_checkpoint, c, NULL, NULL), 0);
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  CHECK_INT(braid_group_close(g, BRAID_ECANCELED), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_group_child_of_a_cancelled_group_runs_until_its_first_checkpoint(void **state) {
+  (void)state;
+  struct late_start_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cancelled_before_start_root, &c), 0);
+  assert_int_equal(c.ran, 1);
+  assert_int_equal(c.cancelled_at_start, 1);
+  assert_int_equal(c.rc_cp, BRAID_ECANCELED);
 }
 
 /* ---- empty groups still checkpoint ----------------------------------- */
@@ -867,6 +941,7 @@ static void test_group_spawn_into_a_closed_group_is_estate(void **state) {
   assert_int_equal(c.rc_start, BRAID_ESTATE);
   assert_int_equal(c.rc_close_again, BRAID_ESTATE);
   assert_int_equal(c.rc_fail, BRAID_ESTATE);
+  assert_int_equal(c.p.dtor_calls, 1);
   assert_int_equal(c.child_ran, 0);
 }
 
@@ -919,11 +994,13 @@ static void test_group_child_may_spawn_a_sibling_while_the_parent_waits_in_close
 
 static int use_big_frame(braid_task *self, void *arg) {
   volatile char buf[BIG_FRAME];
-  for (size_t i = 0; i < sizeof buf; i += 4096) buf[i] = (char)(i >> 12);
+  for (size_t i = 0; i < sizeof buf; i += 4096)
+    buf[i] = (char)(i >> 12);
   buf[sizeof buf - 1] = 1;
   CHECK_INT(braid_checkpoint(self), 0); /* switch away and back with the frame live */
   int sum = 0;
-  for (size_t i = 0; i < sizeof buf; i += 4096) sum += buf[i] == (char)(i >> 12);
+  for (size_t i = 0; i < sizeof buf; i += 4096)
+    sum += buf[i] == (char)(i >> 12);
   *(int *)arg = sum == (int)(sizeof buf / 4096) && buf[sizeof buf - 1] == 1;
   return 0;
 }
@@ -972,11 +1049,13 @@ int main(void) {
       BT(test_group_positive_results_and_task_fail_are_failures),
       BT(test_group_close_with_failure_cancels_children_and_lists_body_first),
       BT(test_group_fail_records_a_body_failure_with_payload_and_cancels),
+      BT(test_group_fail_twice_replaces_the_first_and_close_adds_nothing),
       BT(test_group_free_runs_each_payload_destructor_exactly_once),
       BT(test_group_scope_cancel_is_caught_by_close),
       BT(test_group_outer_cancel_propagates_out_of_close),
       BT(test_group_close_keeps_waiting_for_children_when_cancelled),
       BT(test_group_scope_shield_protects_children_from_outer_cancel),
+      BT(test_group_child_of_a_cancelled_group_runs_until_its_first_checkpoint),
       BT(test_group_close_of_an_empty_group_yields),
       BT(test_group_close_of_an_empty_group_in_a_cancelled_scope),
       BT(test_group_nested_failure_propagates_through_each_level),

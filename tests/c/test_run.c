@@ -122,7 +122,8 @@ static int current_root(braid_task *self, void *arg) {
   c->root = braid_current_task();
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
-  for (int k = 0; k < 3; k++) CHECK_INT(braid_group_spawn(g, current_child, c, NULL, &c->child_out[k]), 0);
+  for (int k = 0; k < 3; k++)
+    CHECK_INT(braid_group_spawn(g, current_child, c, NULL, &c->child_out[k]), 0);
   CHECK_INT(braid_checkpoint(self), 0);
   c->root_same_after_checkpoint = braid_current_task() == self;
   CHECK_INT(braid_group_close(g, 0), 0);
@@ -177,16 +178,15 @@ struct names_ctx {
   int is_stepped_root;
 };
 
-static int name_child(braid_task *self, void *arg) {
-  struct names_ctx *c = arg;
-  (void)c;
-  (void)self;
-  return 0;
-}
-
 static int record_own_name(braid_task *self, void *arg) {
   char *dst = arg;
   snprintf(dst, 64, "%s", braid_task_name(self));
+  return 0;
+}
+
+static int record_own_name_long(braid_task *self, void *arg) {
+  char *dst = arg;
+  snprintf(dst, 512, "%s", braid_task_name(self));
   return 0;
 }
 
@@ -208,7 +208,6 @@ static int names_root(braid_task *self, void *arg) {
   braid_spawn_opts o = spawn_opts(c->buf, 0);
   CHECK_INT(braid_group_spawn(g, record_own_name, c->named_child_name, &o, NULL), 0);
   memset(c->buf, 'X', sizeof c->buf - 1);
-  CHECK_INT(braid_group_spawn(g, name_child, c, NULL, NULL), 0);
   CHECK_INT(braid_group_close(g, 0), 0);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -223,6 +222,32 @@ static void test_task_names_default_and_option(void **state) {
   assert_int_equal(c.is_stepped_root, 0);
   assert_string_equal(c.default_child_name, c.expected_default_child_name);
   assert_string_equal(c.named_child_name, "worker-7");
+}
+
+static int long_name_root(braid_task *self, void *arg) {
+  char *got = arg;
+  char name[301];
+  memset(name, 'n', 300);
+  name[300] = '\0';
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_spawn_opts o = spawn_opts(name, 0);
+  braid_task *t = NULL;
+  CHECK_INT(braid_group_spawn(g, record_own_name_long, got, &o, &t), 0);
+  memset(name, 'x', 300);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_task_name_of_any_length_is_copied(void **state) {
+  (void)state;
+  char got[512] = "";
+  char expected[301];
+  memset(expected, 'n', 300);
+  expected[300] = '\0';
+  assert_int_equal(run_virtual(long_name_root, got), 0);
+  assert_string_equal(got, expected);
 }
 
 static void test_root_name_option_names_the_root(void **state) {
@@ -252,7 +277,8 @@ static int ids_root(braid_task *self, void *arg) {
   record_id(self, c);
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < ID_CHILDREN; i++) CHECK_INT(braid_group_spawn(g, record_id, c, NULL, NULL), 0);
+  for (int i = 0; i < ID_CHILDREN; i++)
+    CHECK_INT(braid_group_spawn(g, record_id, c, NULL, NULL), 0);
   CHECK_INT(braid_group_close(g, 0), 0);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -268,12 +294,15 @@ static void test_task_ids_are_positive_unique_and_never_reused(void **state) {
   assert_int_equal(a.n, ID_CHILDREN + 1);
   assert_int_equal(b.n, ID_CHILDREN + 1);
   uint64_t all[2 * (ID_CHILDREN + 1)];
-  for (int i = 0; i < a.n; i++) all[i] = a.ids[i];
-  for (int i = 0; i < b.n; i++) all[a.n + i] = b.ids[i];
+  for (int i = 0; i < a.n; i++)
+    all[i] = a.ids[i];
+  for (int i = 0; i < b.n; i++)
+    all[a.n + i] = b.ids[i];
   int n = a.n + b.n;
   for (int i = 0; i < n; i++) {
     assert_true(all[i] > 0);
-    for (int j = i + 1; j < n; j++) assert_true(all[i] != all[j]);
+    for (int j = i + 1; j < n; j++)
+      assert_true(all[i] != all[j]);
   }
 }
 
@@ -455,6 +484,41 @@ static void test_now_without_task_is_the_real_monotonic_clock(void **state) {
   assert_true(b - a < 5 * BRAID_SEC);
 }
 
+struct loop_now_ctx {
+  braid_loop *loop;
+  braid_time_t from_thread, real_before, real_after, in_task;
+  int virtual_from_thread;
+};
+
+static void *loop_now_from_thread(void *arg) {
+  struct loop_now_ctx *c = arg;
+  c->real_before = braid_now(NULL);
+  c->from_thread = braid_loop_now(c->loop);
+  c->real_after = braid_now(NULL);
+  c->virtual_from_thread = braid_loop_is_virtual(c->loop);
+  return NULL;
+}
+
+static int loop_now_root(braid_task *self, void *arg) {
+  struct loop_now_ctx *c = arg;
+  c->loop = braid_task_loop(self);
+  c->in_task = braid_loop_now(c->loop);
+  CHECK_INT(in_thread(loop_now_from_thread, c), 0);
+  return 0;
+}
+
+static void test_loop_now_from_another_thread_is_the_real_clock(void **state) {
+  (void)state;
+  struct loop_now_ctx c;
+  memset(&c, 0, sizeof c);
+  const braid_time_t start = 100000 * BRAID_SEC; /* far from the real clock */
+  assert_int_equal(run_virtual_at(loop_now_root, &c, start), 0);
+  assert_int_equal(c.in_task, start);
+  assert_true(c.from_thread >= c.real_before);
+  assert_true(c.from_thread <= c.real_after);
+  assert_int_equal(c.virtual_from_thread, 1);
+}
+
 /* ---- statistics ------------------------------------------------------ */
 
 struct stats_ctx {
@@ -474,7 +538,8 @@ static int stats_root(braid_task *self, void *arg) {
   c->rc_before = braid_loop_get_stats(loop, &c->before);
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < 3; i++) CHECK_INT(braid_group_spawn(g, stats_child, NULL, NULL, NULL), 0);
+  for (int i = 0; i < 3; i++)
+    CHECK_INT(braid_group_spawn(g, stats_child, NULL, NULL, NULL), 0);
   c->rc_spawned = braid_loop_get_stats(loop, &c->spawned);
   CHECK_INT(braid_group_child_count(g), 3);
   CHECK_INT(braid_group_close(g, 0), 0);
@@ -517,13 +582,20 @@ static void test_every_error_code_has_a_name_and_description(void **state) {
     int code;
     const char *name;
   } codes[] = {
-      {BRAID_EINVAL, "BRAID_EINVAL"},         {BRAID_ENOMEM, "BRAID_ENOMEM"},
-      {BRAID_ECANCELED, "BRAID_ECANCELED"},   {BRAID_ETIMEDOUT, "BRAID_ETIMEDOUT"},
-      {BRAID_ESTATE, "BRAID_ESTATE"},         {BRAID_EFAILED, "BRAID_EFAILED"},
-      {BRAID_EPENDING, "BRAID_EPENDING"},     {BRAID_ETHREAD, "BRAID_ETHREAD"},
-      {BRAID_EDEADLK, "BRAID_EDEADLK"},       {BRAID_EPERM, "BRAID_EPERM"},
-      {BRAID_EWOULDBLOCK, "BRAID_EWOULDBLOCK"}, {BRAID_EEOF, "BRAID_EEOF"},
-      {BRAID_EBROKEN, "BRAID_EBROKEN"},       {BRAID_ECLOSED, "BRAID_ECLOSED"},
+      {BRAID_EINVAL, "BRAID_EINVAL"},
+      {BRAID_ENOMEM, "BRAID_ENOMEM"},
+      {BRAID_ECANCELED, "BRAID_ECANCELED"},
+      {BRAID_ETIMEDOUT, "BRAID_ETIMEDOUT"},
+      {BRAID_ESTATE, "BRAID_ESTATE"},
+      {BRAID_EFAILED, "BRAID_EFAILED"},
+      {BRAID_EPENDING, "BRAID_EPENDING"},
+      {BRAID_ETHREAD, "BRAID_ETHREAD"},
+      {BRAID_EDEADLK, "BRAID_EDEADLK"},
+      {BRAID_EPERM, "BRAID_EPERM"},
+      {BRAID_EWOULDBLOCK, "BRAID_EWOULDBLOCK"},
+      {BRAID_EEOF, "BRAID_EEOF"},
+      {BRAID_EBROKEN, "BRAID_EBROKEN"},
+      {BRAID_ECLOSED, "BRAID_ECLOSED"},
       {BRAID_ESYS, "BRAID_ESYS"},
   };
   const char *unknown = braid_strerror(-12345);
@@ -538,7 +610,8 @@ static void test_every_error_code_has_a_name_and_description(void **state) {
     assert_non_null(d);
     assert_true(strlen(d) > 0);
     assert_string_not_equal(d, "unknown error");
-    for (size_t j = 0; j < i; j++) assert_string_not_equal(d, braid_strerror(codes[j].code));
+    for (size_t j = 0; j < i; j++)
+      assert_string_not_equal(d, braid_strerror(codes[j].code));
   }
 }
 
@@ -624,6 +697,7 @@ int main(void) {
       BT(test_current_task_is_null_on_a_plain_thread_while_a_loop_runs),
       BT(test_task_names_default_and_option),
       BT(test_root_name_option_names_the_root),
+      BT(test_task_name_of_any_length_is_copied),
       BT(test_task_ids_are_positive_unique_and_never_reused),
       BT(test_task_accessors_accept_null),
       BT(test_tasks_of_a_run_share_its_loop_and_keep_user_data),
@@ -631,6 +705,7 @@ int main(void) {
       BT(test_virtual_clock_stands_still_while_any_task_can_run),
       BT(test_real_clock_short_sleep_takes_real_time),
       BT(test_now_without_task_is_the_real_monotonic_clock),
+      BT(test_loop_now_from_another_thread_is_the_real_clock),
       BT(test_loop_stats_count_tasks_and_switches),
       BT(test_version_matches_the_header),
       BT(test_every_error_code_has_a_name_and_description),

@@ -693,6 +693,7 @@ static int move_on_after_zero_root(braid_task *self, void *arg) {
   c->t0 = braid_now(self);
   braid_scope *s = NULL;
   CHECK_INT(braid_move_on_after(self, 0, &s), 0);
+  c->cancel_called = braid_scope_cancel_called(s); /* a deadline of now cancels at once */
   c->rc_sleep = braid_sleep(self, SEC);
   c->woke_at = braid_now(self);
   c->rc_exit = braid_scope_exit(s, c->rc_sleep);
@@ -705,6 +706,7 @@ static void test_move_on_after_zero_cancels_the_next_wait_without_time_passing(v
   struct after_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(move_on_after_zero_root, &c), 0);
+  assert_int_equal(c.cancel_called, 1);
   assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
   assert_int_equal(c.woke_at, c.t0);
   assert_int_equal(c.rc_exit, 0);
@@ -795,6 +797,37 @@ static void test_fail_after_in_time_or_cancelled_explicitly_does_not_time_out(vo
   assert_int_equal(c.rc_flag_scope, BRAID_ETIMEDOUT);
 }
 
+struct fail_after_uncaught_ctx {
+  int rc_exit, caught, cancel_called;
+};
+
+static int fail_after_passed_but_not_delivered_root(braid_task *self, void *arg) {
+  struct fail_after_uncaught_ctx *c = arg;
+  braid_scope *s = NULL;
+  CHECK_INT(braid_fail_after(self, SEC, &s), 0);
+  braid_scope *shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
+  CHECK_INT(braid_scope_enter(self, shield), 0);
+  CHECK_INT(braid_sleep(self, 2 * SEC), 0); /* the deadline passes in here */
+  CHECK_INT(braid_scope_exit(shield, 0), 0);
+  c->cancel_called = braid_scope_cancel_called(s);
+  /* The body finished without seeing the cancellation: nothing to catch. */
+  c->rc_exit = braid_scope_exit(s, 0);
+  c->caught = braid_scope_cancelled_caught(s);
+  CHECK_INT(braid_scope_unref(shield), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_fail_after_whose_cancel_was_never_delivered_returns_the_body_result(void **state) {
+  (void)state;
+  struct fail_after_uncaught_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(fail_after_passed_but_not_delivered_root, &c), 0);
+  assert_int_equal(c.cancel_called, 1);
+  assert_int_equal(c.rc_exit, 0);
+  assert_int_equal(c.caught, 0);
+}
+
 /* ---- effective deadline ---------------------------------------------- */
 
 struct eff_ctx {
@@ -838,7 +871,8 @@ static int effective_deadline_root(braid_task *self, void *arg) {
   c->after_exits = braid_current_effective_deadline(self);
 
   braid_scope *all[] = {outer, later, earlier, shield, shield_never, shield2};
-  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) CHECK_INT(braid_scope_unref(all[i]), 0);
+  for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+    CHECK_INT(braid_scope_unref(all[i]), 0);
   return 0;
 }
 
@@ -1210,7 +1244,8 @@ static int sleeper_in_own_scope(braid_task *self, void *arg) {
 
 static void *cancel_a_share(void *arg) {
   struct canceller_arg *a = arg;
-  while (atomic_load(&a->c->entered) < MANY_SLEEPERS) os_sleep_ns(BRAID_MSEC);
+  while (atomic_load(&a->c->entered) < MANY_SLEEPERS)
+    os_sleep_ns(BRAID_MSEC);
   for (int i = a->first; i < MANY_SLEEPERS; i += CANCEL_THREADS)
     if (braid_scope_cancel(a->c->scopes[i]) != 0) atomic_fetch_add(&a->c->cancel_failures, 1);
   return NULL;
@@ -1218,10 +1253,12 @@ static void *cancel_a_share(void *arg) {
 
 static int many_threads_root(braid_task *self, void *arg) {
   struct many_ctx *c = arg;
-  for (int i = 0; i < MANY_SLEEPERS; i++) c->scopes[i] = new_scope(BRAID_NEVER, 0);
+  for (int i = 0; i < MANY_SLEEPERS; i++)
+    c->scopes[i] = new_scope(BRAID_NEVER, 0);
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < MANY_SLEEPERS; i++) CHECK_INT(braid_group_spawn(g, sleeper_in_own_scope, c, NULL, NULL), 0);
+  for (int i = 0; i < MANY_SLEEPERS; i++)
+    CHECK_INT(braid_group_spawn(g, sleeper_in_own_scope, c, NULL, NULL), 0);
   pthread_t t[CANCEL_THREADS];
   struct canceller_arg a[CANCEL_THREADS];
   for (int i = 0; i < CANCEL_THREADS; i++) {
@@ -1231,8 +1268,10 @@ static int many_threads_root(braid_task *self, void *arg) {
   }
   CHECK_INT(braid_group_close(g, 0), 0);
   CHECK_INT(braid_group_free(g), 0);
-  for (int i = 0; i < CANCEL_THREADS; i++) CHECK_INT(pthread_join(t[i], NULL), 0);
-  for (int i = 0; i < MANY_SLEEPERS; i++) CHECK_INT(braid_scope_unref(c->scopes[i]), 0);
+  for (int i = 0; i < CANCEL_THREADS; i++)
+    CHECK_INT(pthread_join(t[i], NULL), 0);
+  for (int i = 0; i < MANY_SLEEPERS; i++)
+    CHECK_INT(braid_scope_unref(c->scopes[i]), 0);
   return 0;
 }
 
@@ -1244,9 +1283,89 @@ static void test_scope_cancels_from_several_threads_wake_every_sleeper(void **st
   assert_int_equal(run_real(many_threads_root, c), 0);
   int64_t elapsed = real_ns() - r0;
   assert_int_equal(atomic_load(&c->cancel_failures), 0);
-  for (int i = 0; i < MANY_SLEEPERS; i++) assert_int_equal(c->rc[i], BRAID_ECANCELED);
+  for (int i = 0; i < MANY_SLEEPERS; i++)
+    assert_int_equal(c->rc[i], BRAID_ECANCELED);
   free(c);
   assert_true(elapsed < 20 * BRAID_SEC);
+}
+
+#define RACE_ROUNDS 200
+
+struct race_ctx {
+  braid_scope *thread_ref;
+  int64_t thread_delay_ns;
+  int bad_exit, cancelled_rounds, completed_rounds;
+  atomic_int bad_cancel;
+};
+
+static void *race_cancel(void *arg) {
+  struct race_ctx *c = arg;
+  os_sleep_ns(c->thread_delay_ns);
+  if (braid_scope_cancel(c->thread_ref) != 0) atomic_fetch_add(&c->bad_cancel, 1);
+  if (braid_scope_unref(c->thread_ref) != 0) atomic_fetch_add(&c->bad_cancel, 1);
+  return NULL;
+}
+
+static int race_root(braid_task *self, void *arg) {
+  struct race_ctx *c = arg;
+  for (int i = 0; i < RACE_ROUNDS; i++) {
+    braid_scope *s = new_scope(BRAID_NEVER, 0);
+    c->thread_ref = braid_scope_ref(s);
+    c->thread_delay_ns = (i % 7) * 40 * BRAID_USEC;
+    CHECK_INT(braid_scope_enter(self, s), 0);
+    pthread_t t;
+    CHECK_INT(pthread_create(&t, NULL, race_cancel, c), 0);
+    int rc = braid_sleep(self, (i % 5) * 50 * BRAID_USEC);
+    if (rc == BRAID_ECANCELED)
+      c->cancelled_rounds++;
+    else if (rc == 0)
+      c->completed_rounds++;
+    /* Whatever happened, the scope catches its own cancellation. */
+    if (braid_scope_exit(s, rc) != 0) c->bad_exit++;
+    CHECK_INT(braid_scope_unref(s), 0);
+    CHECK_INT(pthread_join(t, NULL), 0);
+    CHECK_INT(braid_checkpoint(self), 0); /* nothing leaks into the next round */
+  }
+  return 0;
+}
+
+static void test_scope_cancel_from_another_thread_racing_with_exit_is_safe(void **state) {
+  (void)state;
+  struct race_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_real(race_root, &c), 0);
+  assert_int_equal(atomic_load(&c.bad_cancel), 0);
+  assert_int_equal(c.bad_exit, 0);
+  assert_int_equal(c.cancelled_rounds + c.completed_rounds, RACE_ROUNDS);
+}
+
+struct negative_ctx {
+  int cancel_called, rc_ifc, rc_exit;
+  braid_time_t deadline, t0;
+};
+
+static int negative_duration_root(braid_task *self, void *arg) {
+  struct negative_ctx *c = arg;
+  c->t0 = braid_now(self);
+  braid_scope *s = NULL;
+  CHECK_INT(braid_move_on_after(self, -SEC, &s), 0);
+  c->deadline = braid_scope_deadline(s);
+  c->cancel_called = braid_scope_cancel_called(s);
+  c->rc_ifc = braid_checkpoint_if_cancelled(self);
+  c->rc_exit = braid_scope_exit(s, c->rc_ifc);
+  CHECK_INT(braid_scope_unref(s), 0);
+  return 0;
+}
+
+static void test_move_on_after_negative_duration_is_already_cancelled(void **state) {
+  (void)state;
+  struct negative_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(negative_duration_root, &c, 10 * SEC), 0);
+  assert_int_equal(c.deadline, c.t0 - SEC);
+  assert_int_equal(c.cancel_called, 1);
+  assert_int_equal(c.rc_ifc, BRAID_ECANCELED);
+  assert_int_equal(c.rc_exit, 0);
 }
 
 /* ---- more about deadlines and shields -------------------------------- */
@@ -1369,6 +1488,7 @@ int main(void) {
       BT(test_move_on_after_huge_duration_saturates_to_never),
       BT(test_fail_after_returns_etimedout_when_the_deadline_passes),
       BT(test_fail_after_in_time_or_cancelled_explicitly_does_not_time_out),
+      BT(test_fail_after_whose_cancel_was_never_delivered_returns_the_body_result),
       BT(test_effective_deadline_with_and_without_shield),
       BT(test_scope_misnested_exit_is_estate_and_inner_exit_returns_rc_unchanged),
       BT(test_scope_unref_of_last_reference_while_entered_is_estate),
@@ -1378,6 +1498,8 @@ int main(void) {
       BT(test_scope_cancel_after_exit_from_another_thread_does_not_disturb_the_task),
       BT(test_scope_cancel_from_another_thread_wakes_a_task_on_the_virtual_clock),
       BT(test_scope_cancels_from_several_threads_wake_every_sleeper),
+      BT(test_scope_cancel_from_another_thread_racing_with_exit_is_safe),
+      BT(test_move_on_after_negative_duration_is_already_cancelled),
       BT(test_scope_cancel_is_sticky_and_a_shield_does_not_block_its_own_deadline),
       BT(test_scope_plain_thread_enters_its_own_scope_with_null_task),
   };

@@ -75,6 +75,9 @@ static int sleep_zero_root(braid_task *self, void *arg) {
   c->rc_until_past = braid_sleep_until(self, t0 - SEC);
   c->ran_after_until_past = c->flags[2];
 
+  CHECK_INT(braid_sleep(self, INT64_MIN), 0);
+  CHECK_INT(braid_sleep_until(self, INT64_MIN), 0);
+
   c->elapsed = braid_now(self) - t0;
 
   braid_scope *s = NULL;
@@ -110,6 +113,46 @@ static void test_sleep_zero_negative_or_past_is_a_plain_checkpoint(void **state)
   assert_int_equal(c.rc_until_past_cancelled, BRAID_ECANCELED);
 }
 
+struct cancelled_yield_ctx {
+  int flags[2];
+  int rc_sleep, rc_forever, ran_after_sleep, ran_after_forever;
+};
+
+static int cancelled_sleep_yields_root(braid_task *self, void *arg) {
+  struct cancelled_yield_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  CHECK_INT(braid_scope_cancel(s), 0);
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[0], NULL, NULL), 0);
+  c->rc_sleep = braid_sleep(self, SEC);
+  c->ran_after_sleep = c->flags[0];
+  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[1], NULL, NULL), 0);
+  c->rc_forever = braid_sleep_forever(self);
+  c->ran_after_forever = c->flags[1];
+  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
+  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+/* A blocking call is a checkpoint, and a checkpoint yields before it
+ * fails: a cleanup loop that keeps sleeping in a cancelled scope must not
+ * starve the other tasks. */
+static void test_sleep_in_a_cancelled_scope_yields_before_failing(void **state) {
+  (void)state;
+  struct cancelled_yield_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cancelled_sleep_yields_root, &c), 0);
+  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
+  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
+  assert_int_equal(c.ran_after_sleep, 1);
+  assert_int_equal(c.ran_after_forever, 1);
+}
+
 /* ---- ordering -------------------------------------------------------- */
 
 #define ORDER_N 5
@@ -135,7 +178,8 @@ static int order_root(braid_task *self, void *arg) {
   struct order_ctx *c = arg;
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < ORDER_N; i++) CHECK_INT(braid_group_spawn(g, order_child, c, NULL, NULL), 0);
+  for (int i = 0; i < ORDER_N; i++)
+    CHECK_INT(braid_group_spawn(g, order_child, c, NULL, NULL), 0);
   CHECK_INT(braid_group_close(g, 0), 0);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -160,13 +204,15 @@ static void test_sleepers_with_equal_deadlines_wake_in_the_same_order_every_run(
   (void)state;
   struct order_ctx first;
   memset(&first, 0, sizeof first);
-  for (int i = 0; i < ORDER_N; i++) first.durations[i] = SEC;
+  for (int i = 0; i < ORDER_N; i++)
+    first.durations[i] = SEC;
   assert_int_equal(run_virtual(order_root, &first), 0);
   assert_int_equal(first.n, ORDER_N);
   for (int run = 0; run < 5; run++) {
     struct order_ctx c;
     memset(&c, 0, sizeof c);
-    for (int i = 0; i < ORDER_N; i++) c.durations[i] = SEC;
+    for (int i = 0; i < ORDER_N; i++)
+      c.durations[i] = SEC;
     assert_int_equal(run_virtual(order_root, &c), 0);
     for (int i = 0; i < ORDER_N; i++) {
       assert_int_equal(c.order[i], first.order[i]);
@@ -219,7 +265,8 @@ static void test_sleep_loops_of_two_tasks_interleave_by_virtual_time(void **stat
   assert_int_equal(run_virtual(interleave_root, &c), 0);
   const char *expected[] = {"a@1000", "b@1400", "a@2000", "b@2800", "a@3000"};
   assert_int_equal(c.n, 5);
-  for (int i = 0; i < 5; i++) assert_string_equal(c.log[i], expected[i]);
+  for (int i = 0; i < 5; i++)
+    assert_string_equal(c.log[i], expected[i]);
 }
 
 /* ---- sleep_forever, cancellation, overflow --------------------------- */
@@ -343,6 +390,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       BT(test_sleep_advances_virtual_time_by_exactly_the_duration),
       BT(test_sleep_zero_negative_or_past_is_a_plain_checkpoint),
+      BT(test_sleep_in_a_cancelled_scope_yields_before_failing),
       BT(test_sleepers_wake_in_deadline_order_at_their_deadlines),
       BT(test_sleepers_with_equal_deadlines_wake_in_the_same_order_every_run),
       BT(test_sleep_loops_of_two_tasks_interleave_by_virtual_time),

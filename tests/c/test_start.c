@@ -132,10 +132,10 @@ static void test_start_returns_the_childs_failure_and_payload_from_before_starte
   c.code = 21;
   assert_int_equal(run_virtual(early_fail_root, &c), 0);
   assert_int_equal(c.rc_start, 21);
-  assert_ptr_equal(c.value, &c.p);        /* the caller now owns the payload */
+  assert_ptr_equal(c.value, &c.p); /* the caller now owns the payload */
   assert_int_equal(c.dtor_after_start, 0);
-  assert_int_equal(c.p.dtor_calls, 0);    /* and the group never destroys it */
-  assert_int_equal(c.rc_close, 0);        /* the failure went to start, not the group */
+  assert_int_equal(c.p.dtor_calls, 0); /* and the group never destroys it */
+  assert_int_equal(c.rc_close, 0);     /* the failure went to start, not the group */
   assert_int_equal(c.nfail, 0);
   tpayload_dtor(c.value);
   assert_int_equal(c.p.dtor_calls, 1);
@@ -307,6 +307,53 @@ static void test_start_cancelled_cancels_the_child_and_waits_for_it(void **state
   assert_int_equal(c.caught, 1);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.nfail, 0);
+}
+
+struct cancelled_caller_ctx {
+  int rc_start, rc_child_sleep, rc_cp_after, rc_exit, value_storage;
+  void *value;
+  braid_time_t child_done_at;
+};
+
+static int started_before_any_checkpoint(braid_task *self, void *arg) {
+  struct cancelled_caller_ctx *c = arg;
+  CHECK_INT(braid_task_started(self, &c->value_storage), 0);
+  /* Now in the group, out of the caller's cancelled scope. */
+  c->rc_child_sleep = braid_sleep(self, SEC);
+  c->child_done_at = braid_now(self);
+  return c->rc_child_sleep;
+}
+
+static int cancelled_caller_root(braid_task *self, void *arg) {
+  struct cancelled_caller_ctx *c = arg;
+  braid_group *g = open_group(self);
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  CHECK_INT(braid_scope_enter(self, s), 0);
+  CHECK_INT(braid_scope_cancel(s), 0);
+  c->rc_start = braid_group_start(g, self, started_before_any_checkpoint, c, NULL, &c->value);
+  c->rc_cp_after = braid_checkpoint(self);
+  c->rc_exit = braid_scope_exit(s, c->rc_cp_after);
+  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+/* As in Trio: a child that reaches started before any checkpoint is not
+ * cancelled by the caller's cancelled scope, and start hands back its
+ * value; the cancellation stays for the caller's next checkpoint. */
+static void test_start_in_a_cancelled_caller_returns_the_value_of_a_child_started_at_once(void **state) {
+  (void)state;
+  struct cancelled_caller_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual(cancelled_caller_root, &c), 0);
+  assert_int_equal(c.rc_start, 0);
+  assert_ptr_equal(c.value, &c.value_storage);
+  assert_int_equal(c.rc_child_sleep, 0);
+  assert_int_equal(c.child_done_at, SEC);
+  assert_int_equal(c.rc_cp_after, BRAID_ECANCELED);
+  assert_int_equal(c.rc_exit, 0);
 }
 
 /* ---- scopes before and after started ---------------------------------- */
@@ -495,6 +542,7 @@ int main(void) {
       BT(test_start_started_twice_is_estate_for_the_second_call),
       BT(test_started_on_a_spawned_task_does_nothing),
       BT(test_start_cancelled_cancels_the_child_and_waits_for_it),
+      BT(test_start_in_a_cancelled_caller_returns_the_value_of_a_child_started_at_once),
       BT(test_start_child_runs_under_the_callers_scopes_until_started),
       BT(test_start_child_failure_after_started_goes_to_the_group),
       BT(test_start_may_be_called_by_any_task_of_the_loop),

@@ -27,6 +27,7 @@ struct proto_ctx {
   int rc_cp, rc_sleep, rc_sleep0;
   int is_stepped, current_is_self;
   braid_time_t t0, after_sleep;
+  uint64_t stats_steps;
 };
 
 static int proto_root(braid_task *self, void *ctx, int resume) {
@@ -53,8 +54,12 @@ static int proto_root(braid_task *self, void *ctx, int resume) {
     if (c->rc_sleep0 != BRAID_EPENDING) return -102;
     c->co.pc = 3;
     return BRAID_EPENDING;
-  case 3:
+  case 3: {
+    braid_loop_stats st = {.size = sizeof st};
+    CHECK_INT(braid_loop_get_stats(braid_task_loop(self), &st), 0);
+    c->stats_steps = st.steps;
     return 17;
+  }
   }
   return CO_FELL_OFF;
 }
@@ -63,7 +68,8 @@ static void test_stepped_waits_return_pending_and_the_outcome_arrives_as_resume(
   (void)state;
   struct proto_ctx c;
   memset(&c, 0, sizeof c);
-  for (int i = 0; i < 4; i++) c.resumes[i] = -1;
+  for (int i = 0; i < 4; i++)
+    c.resumes[i] = -1;
   assert_int_equal(run_stepped_virtual(proto_root, &c), 17);
   assert_int_equal(c.is_stepped, 1);
   assert_int_equal(c.current_is_self, 1);
@@ -71,7 +77,9 @@ static void test_stepped_waits_return_pending_and_the_outcome_arrives_as_resume(
   assert_int_equal(c.rc_sleep, BRAID_EPENDING);
   assert_int_equal(c.rc_sleep0, BRAID_EPENDING);
   assert_int_equal(c.steps, 4);
-  for (int i = 0; i < 4; i++) assert_int_equal(c.resumes[i], 0);
+  assert_true(c.stats_steps >= 1); /* the steps before the last one were counted */
+  for (int i = 0; i < 4; i++)
+    assert_int_equal(c.resumes[i], 0);
   assert_int_equal(c.after_sleep, c.t0 + 2 * SEC);
 }
 
@@ -118,6 +126,70 @@ static void test_stepped_deadline_arrives_as_ecanceled_resume_and_stays(void **s
   assert_int_equal(c.co.immediate, 0); /* every wait above pended */
   assert_int_equal(c.rc_exit, 0);
   assert_int_equal(c.caught, 1);
+}
+
+struct cancelled_wait_ctx {
+  co_state co;
+  braid_scope *s;
+  int rc_sleep_raw, rc_sleep, rc_forever_raw, rc_forever, rc_cp_raw, rc_cp;
+};
+
+static int cancelled_wait_root(braid_task *self, void *ctx, int resume) {
+  struct cancelled_wait_ctx *c = ctx;
+  switch (c->co.pc) {
+  case 0:
+    c->s = new_scope(BRAID_NEVER, 0);
+    CHECK_INT(braid_scope_enter(self, c->s), 0);
+    CHECK_INT(braid_scope_cancel(c->s), 0);
+    c->rc_sleep_raw = braid_sleep(self, SEC);
+    if (c->rc_sleep_raw == BRAID_EPENDING) {
+      c->co.pc = 1;
+      return BRAID_EPENDING;
+    }
+    /* fall through with the immediate result */
+    resume = c->rc_sleep_raw;
+    /* FALLTHROUGH */
+  case 1:
+    c->rc_sleep = resume;
+    c->rc_forever_raw = braid_sleep_forever(self);
+    if (c->rc_forever_raw == BRAID_EPENDING) {
+      c->co.pc = 2;
+      return BRAID_EPENDING;
+    }
+    resume = c->rc_forever_raw;
+    /* FALLTHROUGH */
+  case 2:
+    c->rc_forever = resume;
+    c->rc_cp_raw = braid_checkpoint(self);
+    if (c->rc_cp_raw == BRAID_EPENDING) {
+      c->co.pc = 3;
+      return BRAID_EPENDING;
+    }
+    resume = c->rc_cp_raw;
+    /* FALLTHROUGH */
+  case 3:
+    c->rc_cp = resume;
+    CHECK_INT(braid_scope_exit(c->s, BRAID_ECANCELED), 0);
+    CHECK_INT(braid_scope_unref(c->s), 0);
+    return 0;
+  }
+  return CO_FELL_OFF;
+}
+
+/* On a stepped task a blocking call registers its wait and returns
+ * BRAID_EPENDING, also inside a cancelled scope; the ECANCELED arrives as
+ * the next resume (after the yield every checkpoint makes). */
+static void test_stepped_waits_in_a_cancelled_scope_pend_and_resume_with_ecanceled(void **state) {
+  (void)state;
+  struct cancelled_wait_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_stepped_virtual(cancelled_wait_root, &c), 0);
+  assert_int_equal(c.rc_cp_raw, BRAID_EPENDING);
+  assert_int_equal(c.rc_cp, BRAID_ECANCELED);
+  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
+  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
+  assert_int_equal(c.rc_sleep_raw, BRAID_EPENDING);
+  assert_int_equal(c.rc_forever_raw, BRAID_EPENDING);
 }
 
 /* ---- scopes ------------------------------------------------------------- */
@@ -616,7 +688,8 @@ static int group_root(braid_task *self, void *ctx, int resume) {
     c->closed_at = braid_now(self);
     c->nfail = braid_group_failure_count(c->g);
     if (c->nfail > 0) CHECK_INT(braid_group_failure(c->g, 0, &c->code, &c->payload, &c->tid), 0);
-    for (int i = 0; i < c->nkids; i++) c->p_before_free += c->kids[i].p.dtor_calls;
+    for (int i = 0; i < c->nkids; i++)
+      c->p_before_free += c->kids[i].p.dtor_calls;
     CHECK_INT(braid_group_free(c->g), 0);
     return 0;
   }
@@ -674,7 +747,8 @@ static void test_stepped_close_waits_for_stepped_and_stackful_children(void **st
   struct group_ctx c;
   memset(&c, 0, sizeof c);
   c.nkids = 4;
-  for (int i = 0; i < 4; i++) c.kids[i].dur = (i + 1) * SEC;
+  for (int i = 0; i < 4; i++)
+    c.kids[i].dur = (i + 1) * SEC;
   assert_int_equal(run_stepped_virtual(close_waits_root, &c), 0);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.closed_at, 4 * SEC);
@@ -703,7 +777,8 @@ static void test_stepped_children_sleep_in_deadline_order_under_a_stackful_paren
   memset(&c, 0, sizeof c);
   c.nkids = 4;
   braid_time_t d[4] = {3 * SEC, 1 * SEC, 4 * SEC, 2 * SEC};
-  for (int i = 0; i < 4; i++) c.kids[i].dur = d[i];
+  for (int i = 0; i < 4; i++)
+    c.kids[i].dur = d[i];
   assert_int_equal(run_virtual(stepped_children_under_stackful_root, &c), 0);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.closed_at, 4 * SEC);
@@ -764,6 +839,48 @@ static void test_stepped_empty_group_close_pends_and_spawn_after_close_is_estate
   assert_int_equal(c.rc_spawn_closed, BRAID_ESTATE);
   assert_int_equal(c.rc_cp_after, BRAID_ECANCELED);
   assert_int_equal(c.rc_exit, 0);
+}
+
+struct first_step_ctx {
+  co_state co;
+  int first_resume, cancelled_at_first_step, rc_cp, steps;
+};
+
+static int first_step_child(braid_task *self, void *ctx, int resume) {
+  struct first_step_ctx *c = ctx;
+  c->steps++;
+  switch (c->co.pc) {
+  case 0:
+    c->first_resume = resume;
+    c->cancelled_at_first_step = braid_task_cancelled(self);
+    AWAIT(&c->co, braid_checkpoint(self));
+    c->rc_cp = c->co.rc;
+    return c->rc_cp;
+  }
+  return CO_FELL_OFF;
+}
+
+static int first_step_root(braid_task *self, void *arg) {
+  struct first_step_ctx *c = arg;
+  braid_group *g = NULL;
+  CHECK_INT(braid_group_open(self, &g), 0);
+  CHECK_INT(braid_group_spawn_stepped(g, first_step_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+  return 0;
+}
+
+static void test_stepped_child_of_a_cancelled_group_gets_a_first_step_with_zero(void **state) {
+  (void)state;
+  struct first_step_ctx c;
+  memset(&c, 0, sizeof c);
+  c.first_resume = -1;
+  assert_int_equal(run_virtual(first_step_root, &c), 0);
+  assert_int_equal(c.first_resume, 0);
+  assert_int_equal(c.cancelled_at_first_step, 1);
+  assert_int_equal(c.rc_cp, BRAID_ECANCELED);
+  assert_true(c.steps >= 1);
 }
 
 /* ---- start with stepped callers and children --------------------------- */
@@ -1117,6 +1234,7 @@ int main(void) {
   const struct CMUnitTest tests[] = {
       BT(test_stepped_waits_return_pending_and_the_outcome_arrives_as_resume),
       BT(test_stepped_deadline_arrives_as_ecanceled_resume_and_stays),
+      BT(test_stepped_waits_in_a_cancelled_scope_pend_and_resume_with_ecanceled),
       BT(test_stepped_shield_blocks_outer_cancel),
       BT(test_stepped_inner_does_not_catch_when_outer_is_cancelled),
       BT(test_stepped_deadline_already_past_cancels_at_first_checkpoint),
@@ -1131,6 +1249,7 @@ int main(void) {
       BT(test_stepped_close_waits_for_stepped_and_stackful_children),
       BT(test_stepped_children_sleep_in_deadline_order_under_a_stackful_parent),
       BT(test_stepped_empty_group_close_pends_and_spawn_after_close_is_estate),
+      BT(test_stepped_child_of_a_cancelled_group_gets_a_first_step_with_zero),
       BT(test_stepped_start_pends_then_writes_the_started_value),
       BT(test_stepped_start_returns_failure_and_payload_from_before_started),
       BT(test_stepped_start_of_child_returning_without_started_is_estate),

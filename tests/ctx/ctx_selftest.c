@@ -426,11 +426,12 @@ int main(void) {
               part[0].stack_len, (void *)here);
   }
   for (int i = 1; i < NPART; i++) {
-    stack_mem[i] = aligned_alloc(4096, STACK_SIZE + CANARY);
-    if (!stack_mem[i]) {
-      perror("aligned_alloc");
+    void *mem = NULL;
+    if (posix_memalign(&mem, 4096, STACK_SIZE + CANARY) != 0) {
+      perror("posix_memalign");
       return 2;
     }
+    stack_mem[i] = mem;
     unsigned char *lo = stack_mem[i];
     size_t len = STACK_SIZE;
     if (i == 3) { /* misaligned bottom and top */
