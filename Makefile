@@ -76,7 +76,7 @@ bench: build
 	BRAID_BUILD_DIR=$(BUILD)/release bench/run
 
 format:
-	clang-format -i include/*.h core/*.c core/*.h tests/c/*.c tests/c/*.h examples/c/*.c bench/c/*.c \
+	clang-format -i include/*.h core/*.c core/*.h tests/c/*.c tests/c/*.h tests/ctx/*.c examples/c/*.c bench/c/*.c \
 	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h)
 
 clean:

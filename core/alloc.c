@@ -55,9 +55,7 @@ char *braid__strdup(const char *s) {
   return d;
 }
 
-unsigned braid_version(void) {
-  return (BRAID_VERSION_MAJOR << 16) | (BRAID_VERSION_MINOR << 8) | BRAID_VERSION_PATCH;
-}
+unsigned braid_version(void) { return (BRAID_VERSION_MAJOR << 16) | (BRAID_VERSION_MINOR << 8) | BRAID_VERSION_PATCH; }
 
 #define BRAID__STR2(x) #x
 #define BRAID__STR(x) BRAID__STR2(x)

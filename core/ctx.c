@@ -39,8 +39,8 @@ void braid__fiber_init(braid__fiber *f, void *stack_lo, size_t len, void (*entry
 #elif defined(__x86_64__)
   uintptr_t top = ((uintptr_t)stack_lo + len) & ~(uintptr_t)15;
   uint64_t *frame = (uint64_t *)(top - 64);
-  uint32_t mxcsr = 0x1F80;    /* all exceptions masked, round to nearest */
-  uint16_t fpucw = 0x037F;    /* x87 default control word */
+  uint32_t mxcsr = 0x1F80; /* all exceptions masked, round to nearest */
+  uint16_t fpucw = 0x037F; /* x87 default control word */
   memset(frame, 0, 64);
   memcpy(&frame[0], &mxcsr, 4);
   memcpy((char *)&frame[0] + 4, &fpucw, 2);

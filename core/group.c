@@ -211,7 +211,8 @@ int braid_task_started(braid_task *self, void *value) {
   /* Move the child (and the scopes it has open) under the group's scope. */
   braid_scope *x = self->scope;
   if (x && x->task == self) {
-    while (x->parent && x->parent->task == self) x = x->parent;
+    while (x->parent && x->parent->task == self)
+      x = x->parent;
     braid__scope_unlink_child(x);
     braid__scope_link_child(g->scope, x);
     if (!x->shield && braid__scope_eff_cancelled(g->scope)) braid__scope_deliver(x);
@@ -359,7 +360,8 @@ size_t braid_group_failure_count(const braid_group *g) { return g ? g->nfail : 0
 static braid__failure *nth_failure(const braid_group *g, size_t i) {
   if (!g || i >= g->nfail) return NULL;
   braid__failure *f = g->fail_head;
-  while (i--) f = f->next;
+  while (i--)
+    f = f->next;
   return f;
 }
 

@@ -30,7 +30,7 @@
 #define BRAID__UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define BRAID__TLS __thread __attribute__((tls_model("initial-exec")))
 
-#define BRAID__CONTAINER(ptr, type, member) ((type *)((char *)(ptr) - offsetof(type, member)))
+#define BRAID__CONTAINER(ptr, type, member) ((type *)((char *)(ptr)-offsetof(type, member)))
 
 /* ---- allocation (alloc.c) ---- */
 BRAID__HIDDEN void *braid__alloc(size_t size);
@@ -102,18 +102,18 @@ enum { BRAID__SCOPE_NEW = 0, BRAID__SCOPE_ENTERED, BRAID__SCOPE_EXITED };
 typedef struct braid__thread braid__thread;
 
 struct braid_scope {
-  atomic_int refs;        /* atomic */
-  atomic_int cancel_bits; /* atomic: CANCEL_CALLED | CANCEL_ABANDONED */
-  atomic_int remote_busy; /* atomic: other threads inside braid_scope_cancel */
+  atomic_int refs;            /* atomic */
+  atomic_int cancel_bits;     /* atomic: CANCEL_CALLED | CANCEL_ABANDONED */
+  atomic_int remote_busy;     /* atomic: other threads inside braid_scope_cancel */
   _Atomic(braid_loop *) loop; /* atomic: the loop it is entered on, NULL otherwise */
   uint8_t state;
   uint8_t shield;
   uint8_t fail;
   uint8_t caught;
   braid_time_t deadline;
-  braid_task *task;        /* owner task, NULL for a thread scope */
-  braid__thread *thread;   /* owner thread for a thread scope */
-  braid_scope *parent;     /* enclosing scope (NULL at the top or when detached) */
+  braid_task *task;         /* owner task, NULL for a thread scope */
+  braid__thread *thread;    /* owner thread for a thread scope */
+  braid_scope *parent;      /* enclosing scope (NULL at the top or when detached) */
   braid_scope *first_child; /* child scopes (entered inside this one) */
   braid_scope *prev_sibling, *next_sibling;
   braid__link tasks; /* tasks whose innermost scope this is */
@@ -163,7 +163,7 @@ struct braid_task {
   braid__fiber fiber; /* saved context; first for locality */
   braid_loop *loop;
   braid_task *runq_next;
-  braid_scope *scope; /* innermost scope (may belong to an ancestor task) */
+  braid_scope *scope;     /* innermost scope (may belong to an ancestor task) */
   braid__link scope_link; /* in scope->tasks */
   braid_group *group;     /* the group it is a child of; NULL for the root */
   union {
@@ -183,7 +183,7 @@ struct braid_task {
   /* Abort hook of the current cancellable wait: removes the task from what it
    * waits on. NULL when not blocked or when the wait is not cancellable. */
   void (*abort)(braid_task *t);
-  braid__timer timer; /* sleeping */
+  braid__timer timer;  /* sleeping */
   void *wait_obj;      /* group close: the group; group start: the void ** out */
   braid_task *starter; /* the task blocked in braid_group_start for us */
   size_t stack_size;
@@ -194,8 +194,8 @@ struct braid_task {
 
 /* ---- per-thread state ---- */
 struct braid__thread {
-  braid_loop *loop;     /* the loop this thread runs, if any */
-  braid_scope *scope;   /* innermost scope of a plain thread */
+  braid_loop *loop;   /* the loop this thread runs, if any */
+  braid_scope *scope; /* innermost scope of a plain thread */
 };
 
 extern BRAID__HIDDEN BRAID__TLS braid__thread braid__tls;

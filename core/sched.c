@@ -50,9 +50,7 @@ braid_time_t braid__real_now(void) {
   return (braid_time_t)ts.tv_sec * BRAID_SEC + ts.tv_nsec;
 }
 
-braid_time_t braid__loop_now(const braid_loop *loop) {
-  return loop->virtual_clock ? loop->vnow : braid__real_now();
-}
+braid_time_t braid__loop_now(const braid_loop *loop) { return loop->virtual_clock ? loop->vnow : braid__real_now(); }
 
 braid_time_t braid_now(const braid_task *task) { return task ? braid__loop_now(task->loop) : braid__real_now(); }
 

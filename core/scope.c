@@ -163,14 +163,16 @@ void braid__scope_deliver(braid_scope *root) {
       }
     }
     braid_scope *c = s->first_child;
-    while (c && !reachable(c)) c = c->next_sibling;
+    while (c && !reachable(c))
+      c = c->next_sibling;
     if (c) {
       s = c;
       continue;
     }
     while (s != root) {
       c = s->next_sibling;
-      while (c && !reachable(c)) c = c->next_sibling;
+      while (c && !reachable(c))
+        c = c->next_sibling;
       if (c) break;
       s = s->parent;
     }
@@ -191,7 +193,8 @@ void braid__scope_cancel_local(braid_loop *loop, braid_scope *s) {
 static void scope_unpublish(braid_scope *s) {
   if (atomic_load_explicit(&s->refs, memory_order_relaxed) > 1) {
     atomic_store(&s->loop, NULL);
-    while (atomic_load(&s->remote_busy)) sched_yield();
+    while (atomic_load(&s->remote_busy))
+      sched_yield();
   } else {
     atomic_store_explicit(&s->loop, NULL, memory_order_relaxed);
   }
@@ -212,7 +215,8 @@ void braid__scope_abandon_above(braid_task *t, braid_scope *stop) {
   braid_scope *base = stop;
   if (!stop) {
     base = x;
-    while (base && base->task == t) base = base->parent;
+    while (base && base->task == t)
+      base = base->parent;
   }
   braid__scope_move_task(t, base);
   while (x && x != stop && x->task == t) {
@@ -294,7 +298,8 @@ static int thread_exit(braid_scope *s, int rc) {
   int misnested = 0;
   if (th->scope != s) {
     braid_scope *x = th->scope;
-    while (x && x != s) x = x->parent;
+    while (x && x != s)
+      x = x->parent;
     if (!x) return BRAID_ESTATE;
     for (x = th->scope; x != s;) {
       braid_scope *next = x->parent;
@@ -307,8 +312,7 @@ static int thread_exit(braid_scope *s, int rc) {
   braid_scope *p = s->parent;
   bool parent_visible = false;
   for (braid_scope *x = s->shield ? NULL : p; x; x = x->parent) {
-    if (atomic_load(&x->cancel_bits) ||
-        (x->deadline != BRAID_NEVER && x->deadline <= braid__real_now())) {
+    if (atomic_load(&x->cancel_bits) || (x->deadline != BRAID_NEVER && x->deadline <= braid__real_now())) {
       parent_visible = true;
       break;
     }
@@ -339,7 +343,8 @@ int braid_scope_exit(braid_scope *s, int rc) {
   if (s->group) return BRAID_ESTATE; /* a group's scope is left by braid_group_close */
   if (t->scope != s) {
     braid_scope *x = t->scope;
-    while (x && x != s && x->task == t) x = x->parent;
+    while (x && x != s && x->task == t)
+      x = x->parent;
     if (x != s) return BRAID_ESTATE;
     braid__scope_abandon_above(t, s);
     braid__scope_pop(s, rc);
@@ -429,8 +434,7 @@ int braid_scope_cancel_called(const braid_scope *s) {
   if (!s) return 0;
   if (atomic_load(&((braid_scope *)s)->cancel_bits) & BRAID__CANCEL_CALLED) return 1;
   /* a thread scope's deadline is checked lazily */
-  return !s->task && s->state == BRAID__SCOPE_ENTERED && s->deadline != BRAID_NEVER &&
-         s->deadline <= braid__real_now();
+  return !s->task && s->state == BRAID__SCOPE_ENTERED && s->deadline != BRAID_NEVER && s->deadline <= braid__real_now();
 }
 
 int braid_scope_cancelled_caught(const braid_scope *s) { return s ? s->caught : 0; }

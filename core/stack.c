@@ -44,8 +44,8 @@ int braid__stack_get(braid_loop *loop, braid_task *t) {
     lo = loop->stack_cache[--loop->stack_cached];
   } else {
     size_t page = braid__page_size();
-    char *m = mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK,
-                   -1, 0);
+    char *m =
+        mmap(NULL, len + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (m == MAP_FAILED) return BRAID_ENOMEM;
     if (mprotect(m, page, PROT_NONE) != 0) {
       munmap(m, len + page);
@@ -89,7 +89,8 @@ void braid__stack_cache_trim(braid_loop *loop) {
 }
 
 void braid__stack_cache_free(braid_loop *loop) {
-  for (uint32_t i = 0; i < loop->stack_cached; i++) unmap_stack(loop->stack_cache[i], loop->default_stack);
+  for (uint32_t i = 0; i < loop->stack_cached; i++)
+    unmap_stack(loop->stack_cache[i], loop->default_stack);
   loop->stacks_mapped -= loop->stack_cached;
   loop->stack_cached = 0;
   braid__free(loop->stack_cache);

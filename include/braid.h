@@ -70,21 +70,21 @@ BRAID_API unsigned braid_version(void);
 BRAID_API const char *braid_version_string(void);
 
 /* Error codes. Every function returns 0 or one of these. */
-#define BRAID_EINVAL (-1)      /* invalid argument (NULL handle, bad value) */
-#define BRAID_ENOMEM (-2)      /* allocation failed */
-#define BRAID_ECANCELED (-3)   /* cancelled at a checkpoint */
-#define BRAID_ETIMEDOUT (-4)   /* a fail-after scope caught its deadline */
-#define BRAID_ESTATE (-5)      /* call in the wrong state or order */
-#define BRAID_EFAILED (-6)     /* a task group had failures */
-#define BRAID_EPENDING (-7)    /* stepped task: wait registered */
-#define BRAID_ETHREAD (-8)     /* called from the wrong thread */
-#define BRAID_EDEADLK (-9)     /* would deadlock */
-#define BRAID_EPERM (-10)      /* not the owner */
+#define BRAID_EINVAL (-1)       /* invalid argument (NULL handle, bad value) */
+#define BRAID_ENOMEM (-2)       /* allocation failed */
+#define BRAID_ECANCELED (-3)    /* cancelled at a checkpoint */
+#define BRAID_ETIMEDOUT (-4)    /* a fail-after scope caught its deadline */
+#define BRAID_ESTATE (-5)       /* call in the wrong state or order */
+#define BRAID_EFAILED (-6)      /* a task group had failures */
+#define BRAID_EPENDING (-7)     /* stepped task: wait registered */
+#define BRAID_ETHREAD (-8)      /* called from the wrong thread */
+#define BRAID_EDEADLK (-9)      /* would deadlock */
+#define BRAID_EPERM (-10)       /* not the owner */
 #define BRAID_EWOULDBLOCK (-11) /* a _nowait call that would block */
-#define BRAID_EEOF (-12)       /* end of stream */
-#define BRAID_EBROKEN (-13)    /* the other side is gone */
-#define BRAID_ECLOSED (-14)    /* the object was closed */
-#define BRAID_ESYS (-15)       /* the operating system refused (errno set) */
+#define BRAID_EEOF (-12)        /* end of stream */
+#define BRAID_EBROKEN (-13)     /* the other side is gone */
+#define BRAID_ECLOSED (-14)     /* the object was closed */
+#define BRAID_ESYS (-15)        /* the operating system refused (errno set) */
 
 /**
  * braid_strerror — a short English description of an error code.
@@ -273,8 +273,8 @@ typedef struct braid_loop_stats {
   size_t size;          /* sizeof(braid_loop_stats) */
   uint64_t tasks_alive; /* tasks not yet finished, root included */
   uint64_t tasks_spawned;
-  uint64_t switches;    /* stackful context switches so far */
-  uint64_t steps;       /* stepped task steps so far */
+  uint64_t switches;      /* stackful context switches so far */
+  uint64_t steps;         /* stepped task steps so far */
   uint64_t stacks_cached; /* stacks kept for reuse */
   uint64_t stacks_mapped; /* stacks currently mapped (in use or cached) */
 } braid_loop_stats;
@@ -477,8 +477,8 @@ BRAID_API int braid_group_spawn(braid_group *group, braid_fn fn, void *arg, cons
                                 braid_task **out_task);
 
 /** braid_group_spawn_stepped — as braid_group_spawn with a stepped body. */
-BRAID_API int braid_group_spawn_stepped(braid_group *group, braid_step_fn step, void *ctx,
-                                        const braid_spawn_opts *opts, braid_task **out_task);
+BRAID_API int braid_group_spawn_stepped(braid_group *group, braid_step_fn step, void *ctx, const braid_spawn_opts *opts,
+                                        braid_task **out_task);
 
 /**
  * braid_group_start — start a child and wait until it calls
@@ -561,8 +561,7 @@ BRAID_API size_t braid_group_failure_count(const braid_group *group);
  * task that failed. Out pointers may be NULL. Returns 0, BRAID_EINVAL
  * (NULL group or i out of range).
  */
-BRAID_API int braid_group_failure(const braid_group *group, size_t i, int *code, void **payload,
-                                  uint64_t *task_id);
+BRAID_API int braid_group_failure(const braid_group *group, size_t i, int *code, void **payload, uint64_t *task_id);
 
 /**
  * braid_group_take_payload — take ownership of the i-th failure's payload

@@ -46,8 +46,8 @@ static void report(const char *bench, const char *unit, double *v, int runs) {
   qsort(v, runs, sizeof *v, cmp_double);
   double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
   if (json)
-    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench,
-           unit, med, runs);
+    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench, unit,
+           med, runs);
   else
     printf("%-24s %12.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
   fflush(stdout);
@@ -60,7 +60,8 @@ static void bench(const char *name, const char *unit, rep_fn fn, long n) {
   if (n < 1) n = 1;
   double v[RUNS];
   fn(n); /* warm-up */
-  for (int i = 0; i < RUNS; i++) v[i] = fn(n);
+  for (int i = 0; i < RUNS; i++)
+    v[i] = fn(n);
   report(name, unit, v, RUNS);
 }
 
@@ -77,7 +78,8 @@ static braid__fiber f_main, f_other;
 static long raw_left;
 static void raw_entry(void) {
   braid__fiber_started(&f_other);
-  for (;;) braid__fiber_switch(&f_other, &f_main, 0);
+  for (;;)
+    braid__fiber_switch(&f_other, &f_main, 0);
 }
 static double rep_raw_switch(long n) {
   static char *stack;
@@ -88,7 +90,8 @@ static double rep_raw_switch(long n) {
   }
   raw_left = n;
   double t0 = now_ns();
-  for (long i = 0; i < n; i++) braid__fiber_switch(&f_main, &f_other, 0);
+  for (long i = 0; i < n; i++)
+    braid__fiber_switch(&f_main, &f_other, 0);
   return (now_ns() - t0) / (2.0 * n);
 }
 
@@ -97,7 +100,8 @@ static long sw_n;
 static double sw_t0, sw_t1;
 static int yielder(braid_task *self, void *arg) {
   (void)arg;
-  for (long i = 0; i < sw_n; i++) braid_checkpoint(self);
+  for (long i = 0; i < sw_n; i++)
+    braid_checkpoint(self);
   return 0;
 }
 static int sw_root(braid_task *self, void *arg) {
@@ -154,7 +158,8 @@ static double rep_task_switch_stepped(long n) {
 static int cp_root(braid_task *self, void *arg) {
   long n = *(long *)arg;
   sw_t0 = now_ns();
-  for (long i = 0; i < n; i++) braid_checkpoint(self);
+  for (long i = 0; i < n; i++)
+    braid_checkpoint(self);
   sw_t1 = now_ns();
   return 0;
 }
@@ -204,7 +209,8 @@ static int sjb_root(braid_task *self, void *arg) {
   sw_t0 = now_ns();
   for (long done = 0; done < n; done += 10000) {
     braid_group_open(self, &g);
-    for (int i = 0; i < 10000; i++) braid_group_spawn(g, trivial, NULL, NULL, NULL);
+    for (int i = 0; i < 10000; i++)
+      braid_group_spawn(g, trivial, NULL, NULL, NULL);
     braid_group_close(g, 0);
     braid_group_free(g);
   }

@@ -66,7 +66,8 @@ static int root(braid_task *self, void *arg) {
   printf("           group closed -> %s with %zu failure(s)", braid_errname(rc), braid_group_failure_count(g));
   int code;
   uint64_t id;
-  if (braid_group_failure(g, 0, &code, NULL, &id) == 0) printf(": code %d from task %llu", code, (unsigned long long)id);
+  if (braid_group_failure(g, 0, &code, NULL, &id) == 0)
+    printf(": code %d from task %llu", code, (unsigned long long)id);
   printf("\n");
   braid_group_free(g);
 
