@@ -118,9 +118,10 @@ struct braid_scope {
   braid_scope *prev_sibling, *next_sibling;
   braid__link tasks; /* tasks whose innermost scope this is */
   braid__timer timer;
-  braid_group *group;       /* the group whose scope this is, if any */
-  braid_scope *remote_next; /* in the loop's queue of cross-thread cancels */
-  atomic_int remote_queued; /* atomic */
+  braid_group *group;                  /* the group whose scope this is, if any */
+  _Atomic(braid__thread *) pub_thread; /* thread scope: its thread, while entered */
+  braid_scope *remote_next;            /* in the loop's queue of cross-thread cancels */
+  atomic_int remote_queued;            /* atomic */
 };
 
 static inline bool braid__scope_eff_cancelled(const braid_scope *s) {
@@ -181,8 +182,9 @@ struct braid_task {
   uint8_t kept; /* 1: the group keeps this struct as a failure record */
   int resume;   /* outcome of the last wait */
   /* Abort hook of the current cancellable wait: removes the task from what it
-   * waits on. NULL when not blocked or when the wait is not cancellable. */
-  void (*abort)(braid_task *t);
+   * waits on and returns 1, or returns 0 when the wait was completed first
+   * (its wake-up is on its way). NULL when not blocked or not cancellable. */
+  int (*abort)(braid_task *t);
   braid__timer timer;  /* sleeping */
   void *wait_obj;      /* group close: the group; group start: the void ** out */
   braid_task *starter; /* the task blocked in braid_group_start for us */
@@ -190,12 +192,15 @@ struct braid_task {
   braid__failure failure;
   uint64_t id;
   char *name;
+  struct braid__waiter *waiter; /* stepped tasks: the waiter of primitive waits */
 };
 
 /* ---- per-thread state ---- */
 struct braid__thread {
   braid_loop *loop;   /* the loop this thread runs, if any */
   braid_scope *scope; /* innermost scope of a plain thread */
+  atomic_uint futex;  /* bumped to wake the thread when it waits (sync.h) */
+  uint64_t id;        /* braid_thread_id(), assigned on first use */
 };
 
 extern BRAID__HIDDEN BRAID__TLS braid__thread braid__tls;
@@ -231,7 +236,9 @@ struct braid_loop {
   /* remote messages from other threads */
   atomic_int remote_pending;
   pthread_mutex_t remote_mu;
-  braid_scope *remote_head; /* scopes cancelled from other threads (each holds a reference) */
+  braid_scope *remote_head;                          /* scopes cancelled from other threads (each holds a reference) */
+  braid_task *remote_tasks_head, *remote_tasks_tail; /* tasks woken from other threads */
+  struct braid_wait *deferred_cbs;                   /* callbacks completed on a task stack, run by the scheduler */
   /* libuv */
   uv_loop_t uv;
   uv_timer_t uv_timer;
@@ -253,6 +260,7 @@ BRAID__HIDDEN int braid__check_running(const braid_task *t);
 BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,
                                   braid_task **out);
 BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);
+BRAID__HIDDEN void braid__post_wake(braid_task *t, int result);
 
 /* group.c hooks called by the scheduler */
 BRAID__HIDDEN void braid__group_child_done(braid_task *t, int rc);

@@ -29,7 +29,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "internal.h"
+#include "sync.h"
 
 #define BRAID__BATCH 64
 #define BRAID__DEFAULT_STACK (256u * 1024u)
@@ -110,6 +110,7 @@ BRAID__HIDDEN void braid__task_free(braid_task *t);
 void braid__task_free(braid_task *t) {
   braid_loop *loop = braid__tls.loop;
   if (t->name_owned) braid__free(t->name);
+  braid__free(t->waiter);
   if (loop && loop == t->loop && loop->task_free_n < BRAID__TASK_CACHE_MAX) {
     t->runq_next = loop->task_free;
     loop->task_free = t;
@@ -161,6 +162,7 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
   t->failure.dtor = NULL;
   t->failure.next = NULL;
   t->name = NULL;
+  t->waiter = NULL;
   if (opts && opts->name) {
     t->name = braid__strdup(opts->name);
     if (!t->name) {
@@ -309,6 +311,7 @@ static void run_stackful(braid_loop *loop, braid_task *t) {
   braid__fiber_switch(&loop->sched, &t->fiber, 0);
   braid__tls_current = NULL;
   if (loop->dead) reap(loop);
+  if (loop->deferred_cbs) braid__run_deferred(loop);
 }
 
 static void run_stepped(braid_loop *loop, braid_task *t) {
@@ -345,8 +348,17 @@ static void drain_remote(braid_loop *loop) {
   pthread_mutex_lock(&loop->remote_mu);
   braid_scope *s = loop->remote_head;
   loop->remote_head = NULL;
+  braid_task *t = loop->remote_tasks_head;
+  loop->remote_tasks_head = loop->remote_tasks_tail = NULL;
   atomic_store(&loop->remote_pending, 0);
   pthread_mutex_unlock(&loop->remote_mu);
+  /* Tasks woken by other threads, in the order they were woken. */
+  while (t) {
+    braid_task *next = t->runq_next;
+    t->abort = NULL;
+    braid__make_ready(loop, t);
+    t = next;
+  }
   while (s) {
     braid_scope *next = s->remote_next;
     atomic_store(&s->remote_queued, 0);
@@ -426,6 +438,10 @@ static void sched_run(braid_loop *loop) {
 static void close_cb(uv_handle_t *h) { (void)h; }
 
 static void loop_destroy(braid_loop *loop) {
+  /* Taking the remote mutex waits for any other thread still inside
+   * braid__post_wake / braid__post_cancel for this loop. */
+  pthread_mutex_lock(&loop->remote_mu);
+  pthread_mutex_unlock(&loop->remote_mu);
   if (atomic_load(&loop->remote_pending)) drain_remote(loop);
   braid__stack_cache_free(loop);
   while (loop->task_free) {
@@ -592,8 +608,9 @@ int braid_cancel_shielded_checkpoint(braid_task *task) {
   return braid__suspend(task);
 }
 
-static void abort_sleep(braid_task *t) {
+static int abort_sleep(braid_task *t) {
   if (t->timer.idx != BRAID__NOT_IN_HEAP) braid__heap_remove(&t->loop->heap, &t->timer);
+  return 1;
 }
 
 static int sleep_until(braid_task *task, braid_time_t when, int forever) {

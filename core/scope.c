@@ -31,7 +31,7 @@
 #include <sched.h>
 #include <string.h>
 
-#include "internal.h"
+#include "sync.h"
 
 #define BRAID__SCOPE_CACHE_MAX 256u
 
@@ -68,6 +68,7 @@ int braid__scope_alloc(braid_loop *loop, braid_time_t deadline, unsigned flags, 
   s->timer.idx = BRAID__NOT_IN_HEAP;
   s->timer.kind = BRAID__TIMER_SCOPE;
   s->group = NULL;
+  atomic_init(&s->pub_thread, NULL);
   s->remote_next = NULL;
   *out = s;
   return 0;
@@ -155,11 +156,12 @@ void braid__scope_deliver(braid_scope *root) {
       next = l->next;
       braid_task *t = BRAID__CONTAINER(l, braid_task, scope_link);
       if (t->state == BRAID__T_BLOCKED && t->abort) {
-        void (*abort)(braid_task *) = t->abort;
+        int (*abort)(braid_task *) = t->abort;
         t->abort = NULL;
-        abort(t);
-        t->resume_mode = BRAID__RESUME_VALUE;
-        braid__wake(t, BRAID_ECANCELED);
+        if (abort(t)) {
+          t->resume_mode = BRAID__RESUME_VALUE;
+          braid__wake(t, BRAID_ECANCELED);
+        }
       }
     }
     braid_scope *c = s->first_child;
@@ -235,9 +237,18 @@ static int thread_enter(braid_scope *s) {
   if (th->scope) braid__scope_link_child(th->scope, s);
   th->scope = s;
   s->state = BRAID__SCOPE_ENTERED;
+  atomic_store(&s->pub_thread, th); /* braid_scope_cancel pokes this thread */
   if (s->deadline != BRAID_NEVER && s->deadline <= braid__real_now())
     atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
   return 0;
+}
+
+/* A thread scope stops being reachable for pokes; in-flight ones finish
+ * before its thread (whose state they touch) can go away. */
+static void thread_unpublish(braid_scope *s) {
+  atomic_store(&s->pub_thread, NULL);
+  while (atomic_load(&s->remote_busy))
+    sched_yield();
 }
 
 int braid_scope_enter(braid_task *task, braid_scope *s) {
@@ -305,6 +316,7 @@ static int thread_exit(braid_scope *s, int rc) {
       braid_scope *next = x->parent;
       braid__scope_unlink_child(x);
       atomic_fetch_or(&x->cancel_bits, BRAID__CANCEL_ABANDONED | BRAID__CANCEL_CALLED);
+      thread_unpublish(x);
       x = next;
     }
     misnested = 1;
@@ -321,6 +333,7 @@ static int thread_exit(braid_scope *s, int rc) {
   braid__scope_unlink_child(s);
   th->scope = p;
   s->state = BRAID__SCOPE_EXITED;
+  thread_unpublish(s);
   if (s->deadline != BRAID_NEVER && s->deadline <= braid__real_now())
     atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
   int r = catch_result(s, parent_visible, rc, braid__real_now());
@@ -378,6 +391,8 @@ int braid_scope_cancel(braid_scope *s) {
   int was = atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
   l = atomic_load(&s->loop);
   if (l && !(was & BRAID__CANCEL_CALLED)) braid__post_cancel(l, s);
+  braid__thread *th = atomic_load(&s->pub_thread);
+  if (th) braid__thread_poke(th); /* a thread waiting inside re-checks its scopes */
   atomic_fetch_sub(&s->remote_busy, 1);
   return 0;
 }

@@ -9,6 +9,8 @@
  *   4. Cancel scopes and checkpoints
  *   5. Sleeping
  *   6. Task groups
+ *   7. Synchronization: Lock, Semaphore, Event, Condition, CapacityLimiter,
+ *      Channel, callback waiters, deadlock detection
  *
  * Conventions (they hold for every function below unless its comment says
  * otherwise):
@@ -583,6 +585,371 @@ BRAID_API int braid_group_free(braid_group *group);
 
 /** braid_group_child_count — children not yet finished. */
 BRAID_API size_t braid_group_child_count(const braid_group *group);
+
+/* ======================================================================
+ * 7. Synchronization: waiting from tasks, threads and callbacks
+ *
+ * Every primitive below is one object usable from a task of any loop, from
+ * a plain thread, and through a callback, with one FIFO queue of waiters of
+ * all three kinds. Ownership passes directly from the releaser to the next
+ * waiter (no barging). Uncontended operations are one compare-and-swap, with
+ * no system call and no lock.
+ *
+ * The `task` argument of a blocking call selects the kind of waiter:
+ *   - a task (the running task of the calling thread's loop): the call is a
+ *     checkpoint; on a stepped task it returns BRAID_EPENDING and the
+ *     outcome arrives as `resume`;
+ *   - NULL: the calling plain thread blocks. The wait honours the thread's
+ *     current scope (braid_scope_enter(NULL, s)): its cancellation and
+ *     deadline end the wait with BRAID_ECANCELED. A thread that runs a loop
+ *     cannot block this way (BRAID_ETHREAD): pass its running task.
+ * The *_cb variants register a callback waiter (see braid_wait below).
+ *
+ * Cancellation removes a waiter from its queue and completes it with
+ * BRAID_ECANCELED exactly once. When a hand-off and a cancellation race,
+ * exactly one wins: a waiter that was handed the resource gets it (result
+ * 0), never loses it.
+ *
+ * All functions of this section are thread-safe unless noted.
+ * ==================================================================== */
+
+typedef struct braid_wait braid_wait;
+
+/**
+ * braid_wait_cb — completion callback of a callback waiter: called exactly
+ * once with the outcome (0, BRAID_ECANCELED, or the operation's error).
+ * It runs on the thread that completes the wait: the releasing thread, the
+ * thread calling braid_wait_cancel, or — when the completer is a stackful
+ * task — the completer's loop thread on the scheduler's own stack, as soon
+ * as control is back in the scheduler. Never on a task's stack. It must be
+ * short and must not block.
+ */
+typedef void (*braid_wait_cb)(void *ud, int result);
+
+/**
+ * braid_wait_cancel — cancel a pending callback waiter. Returns 0 if it was
+ * still waiting (its callback runs with BRAID_ECANCELED before this returns,
+ * on this thread), BRAID_ESTATE if it had already completed (its callback
+ * ran or is running with the real outcome), BRAID_EINVAL for NULL.
+ */
+BRAID_API int braid_wait_cancel(braid_wait *w);
+
+/**
+ * braid_wait_free — release a callback waiter handle. A still pending
+ * waiter is cancelled first (its callback runs with BRAID_ECANCELED). If the
+ * wait had already completed, its callback has run or still runs exactly
+ * once; the memory goes when it has returned, so keep `ud` valid until the
+ * callback ran. Returns 0 or BRAID_EINVAL. Call it exactly once per handle.
+ */
+BRAID_API int braid_wait_free(braid_wait *w);
+
+/** Owner kinds in statistics. */
+#define BRAID_OWNER_NONE 0
+#define BRAID_OWNER_TASK 1    /* owner_id is a braid_task_id */
+#define BRAID_OWNER_THREAD 2  /* owner_id is braid_thread_id() of the thread */
+#define BRAID_OWNER_FOREIGN 3 /* owner_id is the token given to a *_cb call */
+
+/**
+ * braid_thread_id — a process-unique id (> 0) of the calling thread, the one
+ * statistics report for thread owners. Thread-safe.
+ */
+BRAID_API uint64_t braid_thread_id(void);
+
+/* ---- Lock ---- */
+
+typedef struct braid_lock braid_lock;
+
+/** braid_lock_new — a new unlocked lock in *out. Returns 0, BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_lock_new(braid_lock **out);
+
+/** braid_lock_free — free an unlocked lock with no waiters. Returns 0,
+ *  BRAID_EINVAL, BRAID_ESTATE (locked or waited on: nothing freed). */
+BRAID_API int braid_lock_free(braid_lock *lock);
+
+/**
+ * braid_lock_acquire — acquire, waiting in FIFO order. The owner is the task
+ * (or the calling thread when task is NULL); it must release it. Returns 0,
+ * BRAID_ECANCELED, BRAID_EPENDING (stepped), BRAID_EDEADLK (the caller
+ * already owns it, or — with deadlock detection on — waiting would close a
+ * cycle of lock waits, see braid_debug_deadlock), BRAID_EINVAL, BRAID_ESTATE
+ * (task not running), BRAID_ETHREAD, BRAID_ENOMEM (a stepped task's first
+ * wait on any primitive allocates its waiter). A task that gets the lock
+ * without waiting still yields once, not cancellably (as Trio and AnyIO do).
+ */
+BRAID_API int braid_lock_acquire(braid_task *task, braid_lock *lock);
+
+/** braid_lock_acquire_nowait — acquire if free. Not a checkpoint. Returns 0,
+ *  BRAID_EWOULDBLOCK, BRAID_EDEADLK, BRAID_EINVAL. */
+BRAID_API int braid_lock_acquire_nowait(braid_task *task, braid_lock *lock);
+
+/**
+ * braid_lock_acquire_cb — acquire on behalf of a foreign owner identified
+ * by `owner` (non-zero, < 2^60). Returns 0 if acquired at once (*out NULL,
+ * no callback), or BRAID_EPENDING with a waiter handle in *out whose callback
+ * reports the outcome; BRAID_EDEADLK if `owner` holds it; BRAID_EINVAL,
+ * BRAID_ENOMEM.
+ */
+BRAID_API int braid_lock_acquire_cb(braid_lock *lock, uint64_t owner, braid_wait_cb cb, void *ud, braid_wait **out);
+
+/**
+ * braid_lock_release — release; the next waiter becomes the owner. Returns
+ * 0, BRAID_EPERM (the task/thread is not the owner), BRAID_EINVAL. Not a
+ * checkpoint.
+ */
+BRAID_API int braid_lock_release(braid_task *task, braid_lock *lock);
+
+/** braid_lock_release_owner — release for a foreign owner. As braid_lock_release. */
+BRAID_API int braid_lock_release_owner(braid_lock *lock, uint64_t owner);
+
+/** Lock statistics. */
+typedef struct braid_lock_stats {
+  size_t size;    /* sizeof(braid_lock_stats) */
+  int locked;     /* 1 if owned */
+  int owner_kind; /* BRAID_OWNER_* */
+  uint64_t owner_id;
+  size_t waiting; /* waiters in the queue */
+} braid_lock_stats;
+
+/** braid_lock_statistics — fill *out (set out->size). Returns 0 or BRAID_EINVAL. */
+BRAID_API int braid_lock_statistics(braid_lock *lock, braid_lock_stats *out);
+
+/* ---- Semaphore ---- */
+
+typedef struct braid_semaphore braid_semaphore;
+
+/**
+ * braid_semaphore_new — a semaphore with `initial` units; `max` bounds the
+ * value (0 = no bound). Returns 0, BRAID_EINVAL (initial > max > 0),
+ * BRAID_ENOMEM.
+ */
+BRAID_API int braid_semaphore_new(uint64_t initial, uint64_t max, braid_semaphore **out);
+/** braid_semaphore_free — as braid_lock_free (BRAID_ESTATE while waited on). */
+BRAID_API int braid_semaphore_free(braid_semaphore *sem);
+/** braid_semaphore_acquire — take one unit, waiting FIFO. Returns as braid_lock_acquire (no EDEADLK). */
+BRAID_API int braid_semaphore_acquire(braid_task *task, braid_semaphore *sem);
+/** braid_semaphore_acquire_nowait — 0 or BRAID_EWOULDBLOCK, BRAID_EINVAL. */
+BRAID_API int braid_semaphore_acquire_nowait(braid_semaphore *sem);
+/** braid_semaphore_acquire_cb — callback waiter; returns as braid_lock_acquire_cb. */
+BRAID_API int braid_semaphore_acquire_cb(braid_semaphore *sem, braid_wait_cb cb, void *ud, braid_wait **out);
+/** braid_semaphore_release — give one unit back (to the first waiter if any).
+ *  Returns 0, BRAID_EINVAL (NULL, or the value would exceed max). */
+BRAID_API int braid_semaphore_release(braid_semaphore *sem);
+/** braid_semaphore_value — current value. */
+BRAID_API uint64_t braid_semaphore_value(braid_semaphore *sem);
+
+typedef struct braid_semaphore_stats {
+  size_t size;
+  uint64_t value, max;
+  size_t waiting;
+} braid_semaphore_stats;
+/** braid_semaphore_statistics — fill *out (set out->size). 0 or BRAID_EINVAL. */
+BRAID_API int braid_semaphore_statistics(braid_semaphore *sem, braid_semaphore_stats *out);
+
+/* ---- Event (one-shot) ---- */
+
+typedef struct braid_event braid_event;
+
+/** braid_event_new — an unset event. Returns 0, BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_event_new(braid_event **out);
+/** braid_event_free — as braid_lock_free (BRAID_ESTATE while waited on). */
+BRAID_API int braid_event_free(braid_event *ev);
+/** braid_event_set — set it and wake every waiter. Idempotent. 0 or BRAID_EINVAL. */
+BRAID_API int braid_event_set(braid_event *ev);
+/** braid_event_is_set — 1 if set. */
+BRAID_API int braid_event_is_set(braid_event *ev);
+/**
+ * braid_event_wait — wait until set. A checkpoint even when already set (a
+ * task yields; it fails with BRAID_ECANCELED inside a cancelled scope).
+ * Returns as braid_lock_acquire (no EDEADLK).
+ */
+BRAID_API int braid_event_wait(braid_task *task, braid_event *ev);
+/** braid_event_wait_cb — callback waiter; 0 at once (*out NULL) if set. */
+BRAID_API int braid_event_wait_cb(braid_event *ev, braid_wait_cb cb, void *ud, braid_wait **out);
+
+typedef struct braid_event_stats {
+  size_t size;
+  int set;
+  size_t waiting;
+} braid_event_stats;
+/** braid_event_statistics — fill *out (set out->size). 0 or BRAID_EINVAL. */
+BRAID_API int braid_event_statistics(braid_event *ev, braid_event_stats *out);
+
+/* ---- Condition (over a braid Lock) ---- */
+
+typedef struct braid_condition braid_condition;
+
+/** braid_condition_new — a condition using `lock` (borrowed: it must outlive
+ *  the condition). Returns 0, BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_condition_new(braid_lock *lock, braid_condition **out);
+/** braid_condition_free — 0, BRAID_EINVAL, BRAID_ESTATE (waited on). */
+BRAID_API int braid_condition_free(braid_condition *cond);
+/**
+ * braid_condition_wait — release the lock, wait for a notification, and
+ * re-acquire the lock before returning (always, also when cancelled: the
+ * re-acquisition cannot be cancelled). The caller must own the lock
+ * (BRAID_EPERM otherwise). Returns 0 when notified, BRAID_ECANCELED when
+ * cancelled before a notification reached it (a notification is never lost:
+ * if it reached the waiter first, the result is 0), BRAID_EPENDING, or the
+ * errors of braid_lock_acquire.
+ */
+BRAID_API int braid_condition_wait(braid_task *task, braid_condition *cond);
+/** braid_condition_notify — wake up to n waiters (in FIFO order); each gets
+ *  the lock in turn. The caller must own the lock: pass its task (NULL for
+ *  the calling thread). Returns 0, BRAID_EPERM, BRAID_EINVAL. */
+BRAID_API int braid_condition_notify(braid_task *task, braid_condition *cond, size_t n);
+/** braid_condition_notify_all — as notify for every waiter. */
+BRAID_API int braid_condition_notify_all(braid_task *task, braid_condition *cond);
+
+typedef struct braid_condition_stats {
+  size_t size;
+  size_t waiting; /* waiting for a notification */
+  braid_lock_stats lock;
+} braid_condition_stats;
+/** braid_condition_statistics — fill *out (set out->size and out->lock.size). */
+BRAID_API int braid_condition_statistics(braid_condition *cond, braid_condition_stats *out);
+
+/* ---- CapacityLimiter ---- */
+
+typedef struct braid_limiter braid_limiter;
+
+/** braid_limiter_new — a limiter with `total` tokens (0 allowed). Returns 0,
+ *  BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_limiter_new(uint64_t total, braid_limiter **out);
+/** braid_limiter_free — 0, BRAID_EINVAL, BRAID_ESTATE (tokens borrowed or waited on). */
+BRAID_API int braid_limiter_free(braid_limiter *lim);
+/**
+ * braid_limiter_acquire — borrow one token for the task (or calling
+ * thread). Returns as braid_lock_acquire; BRAID_EDEADLK if this borrower
+ * already holds a token of this limiter.
+ */
+BRAID_API int braid_limiter_acquire(braid_task *task, braid_limiter *lim);
+/** braid_limiter_acquire_on_behalf — borrow one token for `borrower` (a
+ *  non-zero token < 2^60 chosen by the caller), waiting as `task` does. */
+BRAID_API int braid_limiter_acquire_on_behalf(braid_task *task, braid_limiter *lim, uint64_t borrower);
+/** braid_limiter_acquire_nowait — for the task/thread (borrower 0) or `borrower`. 0 or BRAID_EWOULDBLOCK, ... */
+BRAID_API int braid_limiter_acquire_nowait(braid_task *task, braid_limiter *lim, uint64_t borrower);
+/** braid_limiter_acquire_cb — callback waiter for `borrower`. */
+BRAID_API int braid_limiter_acquire_cb(braid_limiter *lim, uint64_t borrower, braid_wait_cb cb, void *ud,
+                                       braid_wait **out);
+/** braid_limiter_release — give back the token of the task/thread (borrower
+ *  0) or of `borrower`. Returns 0, BRAID_EPERM (not a borrower), BRAID_EINVAL. */
+BRAID_API int braid_limiter_release(braid_task *task, braid_limiter *lim, uint64_t borrower);
+/** braid_limiter_set_total — change the number of tokens; raising it wakes
+ *  waiters. Returns 0, BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_limiter_set_total(braid_limiter *lim, uint64_t total);
+
+typedef struct braid_limiter_stats {
+  size_t size;
+  uint64_t total, borrowed;
+  size_t waiting;
+} braid_limiter_stats;
+/** braid_limiter_statistics — fill *out (set out->size). 0 or BRAID_EINVAL. */
+BRAID_API int braid_limiter_statistics(braid_limiter *lim, braid_limiter_stats *out);
+/**
+ * braid_limiter_borrowers — copy up to `cap` borrower descriptions (kind
+ * BRAID_OWNER_*, id) into kinds[]/ids[]; returns the number of borrowers
+ * (which may exceed cap), or BRAID_EINVAL.
+ */
+BRAID_API long braid_limiter_borrowers(braid_limiter *lim, int *kinds, uint64_t *ids, size_t cap);
+
+/* ---- Channel (memory object stream) ---- */
+
+typedef struct braid_sender braid_sender;
+typedef struct braid_receiver braid_receiver;
+
+#define BRAID_UNBOUNDED SIZE_MAX
+
+/**
+ * braid_channel_new — a channel buffering up to `buffer` items (0 =
+ * rendezvous: a send completes when a receiver takes the item;
+ * BRAID_UNBOUNDED = no bound). Items are `void *`; `dtor` (may be NULL)
+ * destroys items still buffered when the last receiver closes. Stores one
+ * sender and one receiver end. Returns 0, BRAID_EINVAL, BRAID_ENOMEM.
+ */
+BRAID_API int braid_channel_new(size_t buffer, void (*dtor)(void *), braid_sender **tx, braid_receiver **rx);
+
+/** braid_sender_clone / braid_receiver_clone — another open end of the same
+ *  channel. Returns 0, BRAID_EINVAL, BRAID_ECLOSED (this end is closed), BRAID_ENOMEM. */
+BRAID_API int braid_sender_clone(braid_sender *tx, braid_sender **out);
+BRAID_API int braid_receiver_clone(braid_receiver *rx, braid_receiver **out);
+
+/**
+ * braid_sender_close / braid_receiver_close — close this end (idempotent).
+ * When the last sender closes, receivers get BRAID_EEOF once the buffer is
+ * empty; when the last receiver closes, waiting and later senders get
+ * BRAID_EBROKEN and buffered items are destroyed with `dtor`. Operations on
+ * a closed end return BRAID_ECLOSED; the handle stays valid until freed.
+ * Returns 0 or BRAID_EINVAL. A handle is used by one thread at a time
+ * (clone it for another).
+ */
+BRAID_API int braid_sender_close(braid_sender *tx);
+BRAID_API int braid_receiver_close(braid_receiver *rx);
+
+/** braid_sender_free / braid_receiver_free — close (if open) and free the
+ *  handle. Returns 0 or BRAID_EINVAL. */
+BRAID_API int braid_sender_free(braid_sender *tx);
+BRAID_API int braid_receiver_free(braid_receiver *rx);
+
+/**
+ * braid_channel_send — send `item`, waiting for buffer space (or, with
+ * buffer 0, for a receiver). On success the channel owns the item; on any
+ * error the caller still does. Returns 0, BRAID_EBROKEN (no receiver left),
+ * BRAID_ECLOSED (this end is closed), BRAID_ECANCELED, BRAID_EPENDING,
+ * BRAID_EINVAL, BRAID_ESTATE, BRAID_ETHREAD, BRAID_ENOMEM (unbounded buffer
+ * growth, or a stepped task's first wait).
+ */
+BRAID_API int braid_channel_send(braid_task *task, braid_sender *tx, void *item);
+/** braid_channel_send_nowait — 0, BRAID_EWOULDBLOCK, BRAID_EBROKEN, BRAID_ECLOSED, BRAID_EINVAL, BRAID_ENOMEM. */
+BRAID_API int braid_channel_send_nowait(braid_sender *tx, void *item);
+/** braid_channel_send_cb — callback waiter; the item belongs to the channel
+ *  once the callback reports 0 (or the call returns 0). */
+BRAID_API int braid_channel_send_cb(braid_sender *tx, void *item, braid_wait_cb cb, void *ud, braid_wait **out);
+
+/**
+ * braid_channel_receive — receive an item into *item, waiting FIFO. Returns
+ * 0, BRAID_EEOF (every sender closed and nothing buffered), BRAID_ECLOSED
+ * (this end is closed), BRAID_ECANCELED, BRAID_EPENDING (stepped: *item is
+ * written when the outcome arrives, so `item` must stay valid),
+ * BRAID_EINVAL, BRAID_ESTATE, BRAID_ETHREAD, BRAID_ENOMEM.
+ */
+BRAID_API int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item);
+/** braid_channel_receive_nowait — 0, BRAID_EWOULDBLOCK, BRAID_EEOF, BRAID_ECLOSED, BRAID_EINVAL. */
+BRAID_API int braid_channel_receive_nowait(braid_receiver *rx, void **item);
+/** braid_channel_receive_cb — callback waiter; *item (kept valid by the
+ *  caller) is written before the callback reports 0. */
+BRAID_API int braid_channel_receive_cb(braid_receiver *rx, void **item, braid_wait_cb cb, void *ud, braid_wait **out);
+
+typedef struct braid_channel_stats {
+  size_t size;
+  size_t buffered, max_buffer;
+  size_t open_senders, open_receivers;
+  size_t waiting_send, waiting_receive;
+} braid_channel_stats;
+/** braid_sender_statistics / braid_receiver_statistics — fill *out (set
+ *  out->size). 0, BRAID_EINVAL, BRAID_ECLOSED. */
+BRAID_API int braid_sender_statistics(braid_sender *tx, braid_channel_stats *out);
+BRAID_API int braid_receiver_statistics(braid_receiver *rx, braid_channel_stats *out);
+
+/* ---- Deadlock detection (debugging) ---- */
+
+/**
+ * braid_debug_deadlock — turn lock-cycle detection on (1) or off (0); also
+ * on when the environment has BRAID_DEBUG_DEADLOCK=1 at the first lock
+ * operation. While on, a task or thread about to wait for a Lock whose
+ * owner (transitively) waits for a Lock the caller owns gets BRAID_EDEADLK
+ * instead of hanging. Costs a global mutex per contended acquire. Returns
+ * the previous setting.
+ */
+BRAID_API int braid_debug_deadlock(int on);
+
+/**
+ * braid_debug_deadlock_cycle — the description of the last cycle detected on
+ * the calling thread (e.g. "task 7 waits lock 0x… held by thread 3 waits lock
+ * 0x… held by task 7"), copied into buf (NUL-terminated, truncated to size).
+ * Returns the full length, 0 if none was detected, BRAID_EINVAL for a NULL
+ * buf with size > 0.
+ */
+BRAID_API long braid_debug_deadlock_cycle(char *buf, size_t size);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,171 @@
+/*
+ * sync.h — the wait engine shared by the synchronization primitives.
+ *
+ * Every primitive starts with a braid__prim: a spin lock that guards its
+ * queue(s) and slow-path state, and a table of operations. Waiters of three
+ * kinds sit in one FIFO per queue:
+ *
+ *   TASK    a task of some loop. Stackful tasks keep the waiter on their
+ *           stack; stepped tasks keep one allocated waiter for their life.
+ *           Woken on their loop: directly when the completer runs on that
+ *           loop's thread, else through the loop's wake-up queue.
+ *   THREAD  a plain thread, parked on the futex word of its braid__thread.
+ *   CB      a braid_wait handle: its callback is called once.
+ *
+ * The life of a wait, under the primitive's lock:
+ *   enqueue (WAITING) -> completed by a hand-off (done = 1, result 0 or an
+ *   error) or by a cancellation (done = 1, result BRAID_ECANCELED).
+ * Exactly one of the two sets `done`, because both hold the lock; that is
+ * how a hand-off racing a cancellation resolves to a single outcome and a
+ * handed-off resource is never lost. Waking happens after the lock is
+ * released (braid__waiter_wake), from a list the completer collected.
+ *
+ * Owner tokens name who owns a lock or borrows a limiter token without
+ * dereferencing anything: (id << 2) | kind, with kind 1 = task (braid task
+ * id), 2 = thread (braid_thread_id), 3 = foreign (the caller's token).
+ */
+#ifndef BRAID_SYNC_H
+#define BRAID_SYNC_H
+
+#include <sched.h>
+
+#include "internal.h"
+
+/* ---- spin lock ---- */
+
+typedef struct braid__spin {
+  atomic_int v;
+} braid__spin;
+
+static inline void braid__cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+static inline void braid__spin_lock(braid__spin *s) {
+  for (int i = 0;; i++) {
+    if (!atomic_load_explicit(&s->v, memory_order_relaxed) && !atomic_exchange_explicit(&s->v, 1, memory_order_acquire))
+      return;
+    if (i < 100)
+      braid__cpu_relax();
+    else
+      sched_yield();
+  }
+}
+
+static inline void braid__spin_unlock(braid__spin *s) { atomic_store_explicit(&s->v, 0, memory_order_release); }
+
+/* ---- owner tokens ---- */
+
+#define BRAID__TOK_TASK 1u
+#define BRAID__TOK_THREAD 2u
+#define BRAID__TOK_FOREIGN 3u
+#define BRAID__MAX_FOREIGN (((uint64_t)1) << 60)
+
+static inline uint64_t braid__tok(uint64_t id, unsigned kind) { return (id << 2) | kind; }
+BRAID__HIDDEN uint64_t braid__self_token(const braid_task *task); /* task, or the calling thread */
+BRAID__HIDDEN void braid__tok_describe(uint64_t tok, int *kind, uint64_t *id);
+
+/* ---- waiters ---- */
+
+enum { BRAID__W_TASK = 1, BRAID__W_THREAD, BRAID__W_CB };
+
+/* What a primitive's cancel operation did to a waiter (prim lock held). */
+enum {
+  BRAID__CANCEL_TOO_LATE = 0, /* already completed by a hand-off */
+  BRAID__CANCEL_DONE,         /* removed; complete it with BRAID_ECANCELED now */
+  BRAID__CANCEL_DEFERRED,     /* will complete later with BRAID_ECANCELED (condition) */
+};
+
+typedef struct braid__prim braid__prim;
+
+/* braid__waiter.flags */
+#define BRAID__WF_CANCELLED 0x01    /* condition: cancelled before notified; report ECANCELED */
+#define BRAID__WF_REACQUIRE 0x02    /* condition: queued on the lock to re-acquire it */
+#define BRAID__WF_CANCEL_ASKED 0x80 /* a cancellation was deferred; do not ask again */
+
+typedef struct braid__waiter {
+  braid__link link;
+  uint64_t owner; /* token of the waiter (locks, limiters) */
+  void *item;     /* channel: item to send, or void ** to receive into */
+  braid__prim *prim;
+  union {
+    braid_task *task;
+    braid__thread *thread;
+    braid_wait *cb;
+  } who;
+  int result;
+  uint8_t kind;
+  uint8_t done;
+  uint8_t flags;       /* primitive-specific */
+  atomic_int notified; /* THREAD: set by the waker after its last access */
+  braid__link dl_link; /* deadlock registry (lock waits with detection on) */
+  uint64_t dl_lock_id;
+} braid__waiter;
+
+typedef struct braid__prim_ops {
+  const char *name;
+  int (*cancel)(braid__prim *p, braid__waiter *w); /* BRAID__CANCEL_* */
+} braid__prim_ops;
+
+struct braid__prim {
+  braid__spin lock;
+  const braid__prim_ops *ops;
+};
+
+/* Mark w complete with `result` and move it to the wake list `wl`
+ * (prim lock held). */
+static inline void braid__complete(braid__link *wl, braid__waiter *w, int result) {
+  braid__list_remove(&w->link);
+  w->done = 1;
+  w->result = result;
+  braid__list_push(wl, &w->link);
+}
+
+/* Wake every waiter of a wake list (prim lock released). */
+BRAID__HIDDEN void braid__wake_list(braid__link *wl);
+
+/* Prepare the waiter of a blocking call by `task` (NULL: the calling
+ * thread). Returns 0, or an error to return to the caller (ETHREAD, ESTATE,
+ * EINVAL, ENOMEM, or ECANCELED... see braid__wait_begin). */
+BRAID__HIDDEN int braid__wait_prepare(braid_task *task, braid__waiter **w, braid__waiter *stack_w);
+
+/* Block on w, already enqueued on p, with p's lock held (released here;
+ * then the waiters in wl, if any, are woken). Returns the outcome
+ * (stackful task, thread) or BRAID_EPENDING. */
+BRAID__HIDDEN int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid__link *wl);
+
+/* Common entry checks of a blocking call: validity, thread rules, and a
+ * cancelled caller (a task then yields and gets ECANCELED: *yielded = 1
+ * and the return value is the yield's result). */
+BRAID__HIDDEN int braid__wait_check(braid_task *task);
+
+/* A task that completed its operation without waiting: still a schedule
+ * point, and not cancellable (Trio's cancel_shielded_checkpoint). Threads:
+ * nothing. */
+BRAID__HIDDEN int braid__done_yield(braid_task *task, int rc);
+
+/* Thread cancellation (plain threads' own scopes). */
+BRAID__HIDDEN bool braid__thread_cancelled(braid__thread *th);
+BRAID__HIDDEN void braid__thread_poke(braid__thread *th);
+
+/* Callback waiters */
+struct braid_wait {
+  braid__waiter w;
+  braid_wait_cb cb;
+  void *ud;
+  atomic_int refs;  /* the caller's + the completion's */
+  atomic_int phase; /* 0 pending, 1 callback running, 2 callback returned */
+  braid_wait *next_deferred;
+};
+BRAID__HIDDEN int braid__cb_new(braid_wait_cb cb, void *ud, uint64_t owner, braid_wait **out);
+BRAID__HIDDEN void braid__cb_drop(braid_wait *h); /* free a handle that was never enqueued */
+BRAID__HIDDEN void braid__run_deferred(braid_loop *loop);
+
+/* Deadlock detection (lock.c) */
+extern BRAID__HIDDEN atomic_int braid__dl_on;
+
+#endif

@@ -1,0 +1,327 @@
+/*
+ * wait.c — blocking and waking for the synchronization primitives.
+ *
+ * See sync.h for the life of a waiter. This file knows how each kind of
+ * waiter blocks and is woken; the primitives only decide who gets what.
+ *
+ * Tasks block like any other task wait (braid__suspend) with an abort hook
+ * that asks the primitive to cancel the waiter. A wake from another thread
+ * goes through the task's loop: the task is queued on the loop's wake-up
+ * list and the loop's uv_async is signalled, both under the loop's remote
+ * mutex, which loop_destroy also takes — so the loop cannot vanish while a
+ * waker still touches it, and the task (blocked until that wake is
+ * processed) keeps its loop alive.
+ *
+ * Threads park on their own futex word. A waker bumps the word, wakes the
+ * futex, and then sets the waiter's `notified` flag as its very last access;
+ * the woken thread does not return (and so does not free the waiter on its
+ * stack) before it sees the flag. Cancellation of a thread's scope pokes the
+ * same futex, and the thread re-checks its scopes and deadlines.
+ */
+#include <errno.h>
+#include <linux/futex.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sync.h"
+
+static atomic_uint_fast64_t g_thread_ids = 1;
+
+uint64_t braid_thread_id(void) {
+  braid__thread *th = &braid__tls;
+  if (!th->id) th->id = atomic_fetch_add(&g_thread_ids, 1);
+  return th->id;
+}
+
+uint64_t braid__self_token(const braid_task *task) {
+  return task ? braid__tok(task->id, BRAID__TOK_TASK) : braid__tok(braid_thread_id(), BRAID__TOK_THREAD);
+}
+
+void braid__tok_describe(uint64_t tok, int *kind, uint64_t *id) {
+  static const int kinds[4] = {BRAID_OWNER_NONE, BRAID_OWNER_TASK, BRAID_OWNER_THREAD, BRAID_OWNER_FOREIGN};
+  *kind = tok ? kinds[tok & 3] : BRAID_OWNER_NONE;
+  *id = tok >> 2;
+}
+
+/* ---- futex ---- */
+
+static void futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline) {
+  struct timespec ts, *tsp = NULL;
+  if (deadline != BRAID_NEVER) {
+    braid_time_t d = deadline - braid__real_now();
+    if (d <= 0) return;
+    ts.tv_sec = (time_t)(d / BRAID_SEC);
+    ts.tv_nsec = (long)(d % BRAID_SEC);
+    tsp = &ts;
+  }
+  syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, seen, tsp, NULL, 0);
+}
+
+static void futex_wake(atomic_uint *addr) {
+  syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void braid__thread_poke(braid__thread *th) {
+  atomic_fetch_add(&th->futex, 1);
+  futex_wake(&th->futex);
+}
+
+/* ---- thread cancellation ---- */
+
+bool braid__thread_cancelled(braid__thread *th) {
+  braid_time_t now = 0;
+  for (braid_scope *s = th->scope; s; s = s->parent) {
+    if (atomic_load_explicit(&s->cancel_bits, memory_order_acquire)) return true;
+    if (s->deadline != BRAID_NEVER) {
+      if (!now) now = braid__real_now();
+      if (s->deadline <= now) {
+        atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
+        return true;
+      }
+    }
+    if (s->shield) break;
+  }
+  return false;
+}
+
+static braid_time_t thread_deadline(braid__thread *th) {
+  braid_time_t d = BRAID_NEVER;
+  for (braid_scope *s = th->scope; s; s = s->parent) {
+    if (s->deadline < d) d = s->deadline;
+    if (s->shield) break;
+  }
+  return d;
+}
+
+/* ---- entry checks ---- */
+
+int braid__wait_check(braid_task *task) {
+  if (task) {
+    int rc = braid__check_running(task);
+    if (rc) return rc;
+    if (braid__scope_eff_cancelled(task->scope)) return braid__yield_cancelled(task);
+    return 0;
+  }
+  braid__thread *th = &braid__tls;
+  if (th->loop) return BRAID_ETHREAD; /* would block the loop: pass the task */
+  if (braid__thread_cancelled(th)) return BRAID_ECANCELED;
+  return 0;
+}
+
+int braid__done_yield(braid_task *task, int rc) {
+  if (!task) return rc;
+  task->resume_mode = BRAID__RESUME_VALUE;
+  task->resume = rc;
+  braid__make_ready(task->loop, task);
+  return braid__suspend(task);
+}
+
+int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *stack_w) {
+  braid__waiter *w = stack_w;
+  if (task && task->stepped) {
+    if (!task->waiter) {
+      task->waiter = braid__alloc(sizeof *task->waiter);
+      if (!task->waiter) return BRAID_ENOMEM;
+    }
+    w = task->waiter;
+  }
+  memset(w, 0, sizeof *w);
+  braid__list_init(&w->link);
+  braid__list_init(&w->dl_link);
+  if (task) {
+    w->kind = BRAID__W_TASK;
+    w->who.task = task;
+  } else {
+    w->kind = BRAID__W_THREAD;
+    w->who.thread = &braid__tls;
+  }
+  w->owner = braid__self_token(task);
+  *out = w;
+  return 0;
+}
+
+/* ---- blocking ---- */
+
+/* Lock the primitive a waiter currently belongs to (a condition waiter
+ * moves from the condition to its lock, so re-check after locking). */
+static braid__prim *lock_waiter_prim(braid__waiter *w) {
+  for (;;) {
+    braid__prim *p = __atomic_load_n(&w->prim, __ATOMIC_ACQUIRE);
+    braid__spin_lock(&p->lock);
+    if (__atomic_load_n(&w->prim, __ATOMIC_RELAXED) == p) return p;
+    braid__spin_unlock(&p->lock);
+  }
+}
+
+/* Ask the primitive to cancel w; returns BRAID__CANCEL_*. */
+static int cancel_waiter(braid__waiter *w) {
+  braid__prim *p = lock_waiter_prim(w);
+  int r = BRAID__CANCEL_TOO_LATE;
+  if (!w->done && !(w->flags & BRAID__WF_CANCEL_ASKED)) {
+    r = p->ops->cancel(p, w);
+    if (r == BRAID__CANCEL_DONE) {
+      w->done = 1;
+      w->result = BRAID_ECANCELED;
+    } else {
+      w->flags |= BRAID__WF_CANCEL_ASKED; /* decided later: do not ask again */
+    }
+  }
+  braid__spin_unlock(&p->lock);
+  return r;
+}
+
+static int task_abort(braid_task *t) {
+  braid__waiter *w = t->wait_obj;
+  return cancel_waiter(w) == BRAID__CANCEL_DONE;
+}
+
+int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid__link *wl) {
+  w->prim = p;
+  if (task) {
+    task->wait_obj = w;
+    task->resume_mode = BRAID__RESUME_VALUE;
+    task->state = BRAID__T_BLOCKED;
+    task->abort = task_abort;
+    braid__spin_unlock(&p->lock);
+    if (wl) braid__wake_list(wl);
+    return braid__suspend(task);
+  }
+  braid__thread *th = &braid__tls;
+  braid__spin_unlock(&p->lock);
+  if (wl) braid__wake_list(wl);
+  for (;;) {
+    unsigned seen = atomic_load(&th->futex);
+    braid__prim *cur = lock_waiter_prim(w);
+    int done = w->done;
+    braid__spin_unlock(&cur->lock);
+    if (done) break;
+    if (!(w->flags & BRAID__WF_CANCEL_ASKED) && braid__thread_cancelled(th)) {
+      int r = cancel_waiter(w);
+      if (r == BRAID__CANCEL_DONE) return BRAID_ECANCELED; /* nobody else will touch w */
+      continue;
+    }
+    futex_wait(&th->futex, seen, (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : thread_deadline(th));
+  }
+  while (!atomic_load_explicit(&w->notified, memory_order_acquire))
+    braid__cpu_relax();
+  return w->result;
+}
+
+/* ---- waking ---- */
+
+void braid__post_wake(braid_task *t, int result) {
+  braid_loop *loop = t->loop;
+  t->resume = result;
+  t->resume_mode = BRAID__RESUME_VALUE;
+  pthread_mutex_lock(&loop->remote_mu);
+  t->runq_next = NULL;
+  if (loop->remote_tasks_tail)
+    loop->remote_tasks_tail->runq_next = t;
+  else
+    loop->remote_tasks_head = t;
+  loop->remote_tasks_tail = t;
+  atomic_store(&loop->remote_pending, 1);
+  uv_async_send(&loop->uv_async);
+  pthread_mutex_unlock(&loop->remote_mu);
+}
+
+static void cb_finish(braid_wait *h, int result);
+
+void braid__wake_list(braid__link *wl) {
+  braid__link *l = wl->next;
+  while (l != wl) {
+    braid__link *next = l->next; /* read first: the waiter may be gone after its wake */
+    braid__waiter *w = BRAID__CONTAINER(l, braid__waiter, link);
+    l->prev = l->next = l;
+    switch (w->kind) {
+    case BRAID__W_TASK: {
+      braid_task *t = w->who.task;
+      if (t->loop == braid__tls.loop) {
+        t->resume_mode = BRAID__RESUME_VALUE;
+        braid__wake(t, w->result);
+      } else {
+        braid__post_wake(t, w->result);
+      }
+      break;
+    }
+    case BRAID__W_THREAD: {
+      braid__thread *th = w->who.thread;
+      braid__thread_poke(th);
+      atomic_store_explicit(&w->notified, 1, memory_order_release);
+      break;
+    }
+    default: {
+      braid_wait *h = w->who.cb;
+      braid_task *cur = braid__tls_current;
+      if (cur && !cur->stepped) {
+        /* Never run a callback on a task's stack: the scheduler runs it. */
+        braid_loop *loop = cur->loop;
+        h->next_deferred = loop->deferred_cbs;
+        loop->deferred_cbs = h;
+      } else {
+        cb_finish(h, w->result);
+      }
+    }
+    }
+    l = next;
+  }
+  braid__list_init(wl);
+}
+
+/* ---- callback waiters ---- */
+
+int braid__cb_new(braid_wait_cb cb, void *ud, uint64_t owner, braid_wait **out) {
+  if (!cb || !out) return BRAID_EINVAL;
+  braid_wait *h = braid__calloc(sizeof *h);
+  if (!h) return BRAID_ENOMEM;
+  braid__list_init(&h->w.link);
+  braid__list_init(&h->w.dl_link);
+  h->w.kind = BRAID__W_CB;
+  h->w.who.cb = h;
+  h->w.owner = owner;
+  h->cb = cb;
+  h->ud = ud;
+  atomic_init(&h->refs, 2);
+  atomic_init(&h->phase, 0);
+  *out = h;
+  return 0;
+}
+
+void braid__cb_drop(braid_wait *h) { braid__free(h); }
+
+static void cb_unref(braid_wait *h) {
+  if (atomic_fetch_sub_explicit(&h->refs, 1, memory_order_acq_rel) == 1) braid__free(h);
+}
+
+static void cb_finish(braid_wait *h, int result) {
+  atomic_store(&h->phase, 1);
+  h->cb(h->ud, result);
+  atomic_store_explicit(&h->phase, 2, memory_order_release);
+  cb_unref(h);
+}
+
+void braid__run_deferred(braid_loop *loop) {
+  while (loop->deferred_cbs) {
+    braid_wait *h = loop->deferred_cbs;
+    loop->deferred_cbs = h->next_deferred;
+    cb_finish(h, h->w.result);
+  }
+}
+
+int braid_wait_cancel(braid_wait *h) {
+  if (!h) return BRAID_EINVAL;
+  if (cancel_waiter(&h->w) != BRAID__CANCEL_DONE) return BRAID_ESTATE;
+  cb_finish(h, BRAID_ECANCELED);
+  return 0;
+}
+
+int braid_wait_free(braid_wait *h) {
+  if (!h) return BRAID_EINVAL;
+  braid_wait_cancel(h);
+  /* A completion in progress (on another thread, or deferred to a loop's
+   * scheduler) finishes its callback before the handle goes. */
+  cb_unref(h);
+  return 0;
+}
