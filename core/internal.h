@@ -156,7 +156,11 @@ enum {
   BRAID__RESUME_VALUE = 0, /* the waker stored the outcome in task->resume */
   BRAID__RESUME_CHECK,     /* a checkpoint: ECANCELED if cancelled, else 0 */
   BRAID__RESUME_CLOSE,     /* group close: the group's final result */
+  BRAID__RESUME_TOKEN,     /* to_thread: token granted (or not); start the job */
+  BRAID__RESUME_JOB,       /* to_thread: job done; ECANCELED if cancelled meanwhile */
 };
+/* braid__after_wake: the task was blocked again (stepped: do not step) */
+#define BRAID__REBLOCKED (-1000)
 
 enum { BRAID__START_NONE = 0, BRAID__START_PENDING, BRAID__START_DONE };
 
@@ -193,6 +197,8 @@ struct braid_task {
   uint64_t id;
   char *name;
   struct braid__waiter *waiter; /* stepped tasks: the waiter of primitive waits */
+  struct braid__job *job;       /* braid_to_thread: the job, reused */
+  struct braid__request *ext;   /* a task started from another thread */
 };
 
 /* ---- per-thread state ---- */
@@ -201,6 +207,7 @@ struct braid__thread {
   braid_scope *scope; /* innermost scope of a plain thread */
   atomic_uint futex;  /* bumped to wake the thread when it waits (sync.h) */
   uint64_t id;        /* braid_thread_id(), assigned on first use */
+  atomic_int *inherited; /* a worker: the cancel flag of the task it runs for */
 };
 
 extern BRAID__HIDDEN BRAID__TLS braid__thread braid__tls;
@@ -238,7 +245,12 @@ struct braid_loop {
   pthread_mutex_t remote_mu;
   braid_scope *remote_head;                          /* scopes cancelled from other threads (each holds a reference) */
   braid_task *remote_tasks_head, *remote_tasks_tail; /* tasks woken from other threads */
-  struct braid_wait *deferred_cbs;                   /* callbacks completed on a task stack, run by the scheduler */
+  struct braid_wait *deferred_cbs; /* callbacks completed on a task stack, run by the scheduler */
+  braid__link requests;            /* from other threads: tasks to start, functions to run */
+  braid__link ext_live;            /* requests whose task is running */
+  int closed;                      /* under remote_mu: no more requests */
+  atomic_int refs;                 /* braid_loop_ref */
+  braid_limiter *default_limiter;
   /* libuv */
   uv_loop_t uv;
   uv_timer_t uv_timer;
@@ -261,6 +273,15 @@ BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, voi
                                   braid_task **out);
 BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);
 BRAID__HIDDEN void braid__post_wake(braid_task *t, int result);
+
+/* bridge.c hooks called by the scheduler */
+BRAID__HIDDEN int braid__job_after_token(braid_task *t);
+BRAID__HIDDEN void braid__job_free(struct braid__job *j);
+BRAID__HIDDEN void braid__requests_taken(braid__link *reqs); /* remote_mu held */
+BRAID__HIDDEN void braid__start_requests(braid_loop *loop, braid__link *reqs);
+BRAID__HIDDEN void braid__ext_done(braid_task *t, int rc);
+BRAID__HIDDEN void braid__limiter_unref(braid_limiter *l);
+BRAID__HIDDEN braid_limiter *braid__limiter_ref(braid_limiter *l);
 
 /* group.c hooks called by the scheduler */
 BRAID__HIDDEN void braid__group_child_done(braid_task *t, int rc);

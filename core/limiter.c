@@ -10,6 +10,7 @@
 
 struct braid_limiter {
   braid__prim base;
+  atomic_int refs; /* the owner's, plus to_thread jobs holding a token */
   uint64_t total;
   uint64_t *borrowers; /* tokens of the current borrowers */
   size_t nborrowed, cap;
@@ -30,6 +31,7 @@ int braid_limiter_new(uint64_t total, braid_limiter **out) {
   braid_limiter *l = braid__calloc(sizeof *l);
   if (!l) return BRAID_ENOMEM;
   l->base.ops = &lim_ops;
+  atomic_init(&l->refs, 1);
   l->total = total;
   braid__list_init(&l->queue);
   *out = l;
@@ -42,9 +44,20 @@ int braid_limiter_free(braid_limiter *l) {
   bool busy = l->nborrowed || l->waiting;
   braid__spin_unlock(&l->base.lock);
   if (busy) return BRAID_ESTATE;
-  braid__free(l->borrowers);
-  braid__free(l);
+  braid__limiter_unref(l);
   return 0;
+}
+
+braid_limiter *braid__limiter_ref(braid_limiter *l) {
+  atomic_fetch_add(&l->refs, 1);
+  return l;
+}
+
+void braid__limiter_unref(braid_limiter *l) {
+  if (atomic_fetch_sub_explicit(&l->refs, 1, memory_order_acq_rel) == 1) {
+    braid__free(l->borrowers);
+    braid__free(l);
+  }
 }
 
 static long find(braid_limiter *l, uint64_t tok) {

@@ -111,6 +111,7 @@ void braid__task_free(braid_task *t) {
   braid_loop *loop = braid__tls.loop;
   if (t->name_owned) braid__free(t->name);
   braid__free(t->waiter);
+  if (t->job) braid__job_free(t->job);
   if (loop && loop == t->loop && loop->task_free_n < BRAID__TASK_CACHE_MAX) {
     t->runq_next = loop->task_free;
     loop->task_free = t;
@@ -163,6 +164,8 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
   t->failure.next = NULL;
   t->name = NULL;
   t->waiter = NULL;
+  t->job = NULL;
+  t->ext = NULL;
   if (opts && opts->name) {
     t->name = braid__strdup(opts->name);
     if (!t->name) {
@@ -214,6 +217,10 @@ static bool task_finish(braid_task *t, int rc) {
     }
     loop->root_rc = rc;
     loop->root = NULL;
+    return true;
+  }
+  if (t->ext) {
+    braid__ext_done(t, rc);
     return true;
   }
   braid__group_child_done(t, rc);
@@ -283,6 +290,12 @@ int braid__after_wake(braid_task *t) {
   case BRAID__RESUME_CLOSE:
     t->resume_mode = BRAID__RESUME_VALUE;
     return braid__group_finish_close((braid_group *)t->wait_obj);
+  case BRAID__RESUME_TOKEN:
+    t->resume_mode = BRAID__RESUME_VALUE;
+    return braid__job_after_token(t);
+  case BRAID__RESUME_JOB:
+    t->resume_mode = BRAID__RESUME_VALUE;
+    return braid__scope_eff_cancelled(t->scope) ? BRAID_ECANCELED : t->resume;
   default:
     return t->resume;
   }
@@ -316,6 +329,7 @@ static void run_stackful(braid_loop *loop, braid_task *t) {
 
 static void run_stepped(braid_loop *loop, braid_task *t) {
   int resume = braid__after_wake(t);
+  if (resume == BRAID__REBLOCKED) return; /* the scheduler moved its wait on */
   t->state = BRAID__T_RUNNING;
   loop->steps++;
   braid__tls_current = t;
@@ -335,9 +349,7 @@ static void fire_expired(braid_loop *loop, braid_time_t now) {
   while ((top = braid__heap_top(&loop->heap)) && top->when <= now) {
     braid__heap_remove(&loop->heap, top);
     if (top->kind == BRAID__TIMER_SLEEP) {
-      braid_task *t = BRAID__CONTAINER(top, braid_task, timer);
-      t->resume_mode = BRAID__RESUME_VALUE;
-      braid__wake(t, 0);
+      braid__wake(BRAID__CONTAINER(top, braid_task, timer), 0);
     } else {
       braid__scope_cancel_local(loop, BRAID__CONTAINER(top, braid_scope, timer));
     }
@@ -350,8 +362,18 @@ static void drain_remote(braid_loop *loop) {
   loop->remote_head = NULL;
   braid_task *t = loop->remote_tasks_head;
   loop->remote_tasks_head = loop->remote_tasks_tail = NULL;
+  braid__link reqs;
+  braid__list_init(&reqs);
+  if (!braid__list_empty(&loop->requests)) { /* take them all, marked started */
+    reqs.next = loop->requests.next;
+    reqs.prev = loop->requests.prev;
+    reqs.next->prev = reqs.prev->next = &reqs;
+    braid__list_init(&loop->requests);
+    braid__requests_taken(&reqs);
+  }
   atomic_store(&loop->remote_pending, 0);
   pthread_mutex_unlock(&loop->remote_mu);
+  braid__start_requests(loop, &reqs);
   /* Tasks woken by other threads, in the order they were woken. */
   while (t) {
     braid_task *next = t->runq_next;
@@ -397,8 +419,17 @@ static void poll_blocking(braid_loop *loop) {
   uv_timer_stop(&loop->uv_timer);
 }
 
+/* No task left: close the loop to requests, unless one just arrived. */
+static bool sched_done(braid_loop *loop) {
+  pthread_mutex_lock(&loop->remote_mu);
+  bool done = braid__list_empty(&loop->requests);
+  if (done) loop->closed = 1;
+  pthread_mutex_unlock(&loop->remote_mu);
+  return done;
+}
+
 static void sched_run(braid_loop *loop) {
-  while (loop->tasks_alive > 0) {
+  while (loop->tasks_alive > 0 || !sched_done(loop)) {
     if (atomic_load_explicit(&loop->remote_pending, memory_order_acquire)) drain_remote(loop);
     if (loop->runq_head) {
       loop->batches++;
@@ -439,10 +470,14 @@ static void close_cb(uv_handle_t *h) { (void)h; }
 
 static void loop_destroy(braid_loop *loop) {
   /* Taking the remote mutex waits for any other thread still inside
-   * braid__post_wake / braid__post_cancel for this loop. */
+   * braid__post_wake / braid__post_cancel for this loop; `closed` makes
+   * later requests fail with BRAID_ECLOSED. */
   pthread_mutex_lock(&loop->remote_mu);
+  loop->closed = 1;
   pthread_mutex_unlock(&loop->remote_mu);
   if (atomic_load(&loop->remote_pending)) drain_remote(loop);
+  if (loop->default_limiter) braid__limiter_unref(loop->default_limiter);
+  loop->default_limiter = NULL;
   braid__stack_cache_free(loop);
   while (loop->task_free) {
     braid_task *t = loop->task_free;
@@ -457,9 +492,22 @@ static void loop_destroy(braid_loop *loop) {
   if (loop->fd_active) uv_close((uv_handle_t *)&loop->uv_fd, close_cb);
   uv_run(&loop->uv, UV_RUN_DEFAULT);
   uv_loop_close(&loop->uv);
-  pthread_mutex_destroy(&loop->remote_mu);
   /* loop->sched is the thread's own context: nothing to destroy */
-  braid__free(loop);
+  braid_loop_unref(loop); /* braid_run's reference */
+}
+
+braid_loop *braid_loop_ref(braid_loop *loop) {
+  if (loop) atomic_fetch_add(&loop->refs, 1);
+  return loop;
+}
+
+int braid_loop_unref(braid_loop *loop) {
+  if (!loop) return BRAID_EINVAL;
+  if (atomic_fetch_sub_explicit(&loop->refs, 1, memory_order_acq_rel) == 1) {
+    pthread_mutex_destroy(&loop->remote_mu);
+    braid__free(loop);
+  }
+  return 0;
 }
 
 static int run_common(int stepped, void *body, void *arg, const braid_run_opts *opts) {
@@ -477,6 +525,9 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
   if (braid__tls.loop) return BRAID_ESTATE;
   braid_loop *loop = braid__calloc(sizeof *loop);
   if (!loop) return BRAID_ENOMEM;
+  atomic_init(&loop->refs, 1);
+  braid__list_init(&loop->requests);
+  braid__list_init(&loop->ext_live);
   loop->opts = o;
   loop->virtual_clock = o.clock == BRAID_CLOCK_VIRTUAL;
   loop->vnow = o.start_time;
@@ -485,11 +536,11 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
   if (stack < BRAID__MIN_STACK) stack = BRAID__MIN_STACK;
   loop->default_stack = (stack + page - 1) & ~(page - 1);
   loop->thread = pthread_self();
+  pthread_mutex_init(&loop->remote_mu, NULL);
   if (uv_loop_init(&loop->uv) != 0) {
-    braid__free(loop);
+    braid_loop_unref(loop);
     return BRAID_ESYS;
   }
-  pthread_mutex_init(&loop->remote_mu, NULL);
   uv_timer_init(&loop->uv, &loop->uv_timer);
   uv_async_init(&loop->uv, &loop->uv_async, on_async);
   if (o.on_fd) {
@@ -629,14 +680,23 @@ static int sleep_until(braid_task *task, braid_time_t when, int forever) {
   return braid__suspend(task);
 }
 
-int braid_sleep_until(braid_task *task, braid_time_t when) { return sleep_until(task, when, 0); }
+int braid_sleep_until(braid_task *task, braid_time_t when) {
+  if (!task) return braid__thread_sleep_until(when);
+  return sleep_until(task, when, 0);
+}
 
 int braid_sleep(braid_task *task, braid_time_t duration) {
-  if (!task) return BRAID_EINVAL;
+  if (!task) {
+    braid_time_t now = braid__real_now();
+    return braid__thread_sleep_until(duration > BRAID_NEVER - now ? BRAID_NEVER : now + duration);
+  }
   if (task->loop != braid__tls.loop) return BRAID_ETHREAD;
   braid_time_t now = braid__loop_now(task->loop);
   braid_time_t when = duration > BRAID_NEVER - now ? BRAID_NEVER : now + duration;
   return sleep_until(task, when, when == BRAID_NEVER);
 }
 
-int braid_sleep_forever(braid_task *task) { return sleep_until(task, BRAID_NEVER, 1); }
+int braid_sleep_forever(braid_task *task) {
+  if (!task) return braid__thread_sleep_until(BRAID_NEVER);
+  return sleep_until(task, BRAID_NEVER, 1);
+}

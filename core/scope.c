@@ -158,10 +158,7 @@ void braid__scope_deliver(braid_scope *root) {
       if (t->state == BRAID__T_BLOCKED && t->abort) {
         int (*abort)(braid_task *) = t->abort;
         t->abort = NULL;
-        if (abort(t)) {
-          t->resume_mode = BRAID__RESUME_VALUE;
-          braid__wake(t, BRAID_ECANCELED);
-        }
+        if (abort(t)) braid__wake(t, BRAID_ECANCELED); /* resume mode: as registered */
       }
     }
     braid_scope *c = s->first_child;

@@ -148,9 +148,12 @@ BRAID__HIDDEN int braid__wait_check(braid_task *task);
  * nothing. */
 BRAID__HIDDEN int braid__done_yield(braid_task *task, int rc);
 
-/* Thread cancellation (plain threads' own scopes). */
+/* Thread cancellation (plain threads' own scopes, a worker's task). */
 BRAID__HIDDEN bool braid__thread_cancelled(braid__thread *th);
+BRAID__HIDDEN braid_time_t braid__thread_deadline(braid__thread *th);
 BRAID__HIDDEN void braid__thread_poke(braid__thread *th);
+BRAID__HIDDEN void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline);
+BRAID__HIDDEN int braid__thread_sleep_until(braid_time_t when);
 
 /* Callback waiters */
 struct braid_wait {

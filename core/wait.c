@@ -47,7 +47,7 @@ void braid__tok_describe(uint64_t tok, int *kind, uint64_t *id) {
 
 /* ---- futex ---- */
 
-static void futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline) {
+void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline) {
   struct timespec ts, *tsp = NULL;
   if (deadline != BRAID_NEVER) {
     braid_time_t d = deadline - braid__real_now();
@@ -81,12 +81,13 @@ bool braid__thread_cancelled(braid__thread *th) {
         return true;
       }
     }
-    if (s->shield) break;
+    if (s->shield) return false;
   }
-  return false;
+  /* Above the thread's own scopes: a worker inherits its task's status. */
+  return th->inherited && atomic_load_explicit(th->inherited, memory_order_acquire);
 }
 
-static braid_time_t thread_deadline(braid__thread *th) {
+braid_time_t braid__thread_deadline(braid__thread *th) {
   braid_time_t d = BRAID_NEVER;
   for (braid_scope *s = th->scope; s; s = s->parent) {
     if (s->deadline < d) d = s->deadline;
@@ -202,7 +203,7 @@ int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid_
       if (r == BRAID__CANCEL_DONE) return BRAID_ECANCELED; /* nobody else will touch w */
       continue;
     }
-    futex_wait(&th->futex, seen, (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : thread_deadline(th));
+    braid__futex_wait(&th->futex, seen, (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : braid__thread_deadline(th));
   }
   while (!atomic_load_explicit(&w->notified, memory_order_acquire))
     braid__cpu_relax();
@@ -213,8 +214,7 @@ int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid_
 
 void braid__post_wake(braid_task *t, int result) {
   braid_loop *loop = t->loop;
-  t->resume = result;
-  t->resume_mode = BRAID__RESUME_VALUE;
+  t->resume = result; /* the resume mode stays as the waiter registered it */
   pthread_mutex_lock(&loop->remote_mu);
   t->runq_next = NULL;
   if (loop->remote_tasks_tail)
@@ -239,8 +239,7 @@ void braid__wake_list(braid__link *wl) {
     case BRAID__W_TASK: {
       braid_task *t = w->who.task;
       if (t->loop == braid__tls.loop) {
-        t->resume_mode = BRAID__RESUME_VALUE;
-        braid__wake(t, w->result);
+        braid__wake(t, w->result); /* resume mode: as the waiter registered it */
       } else {
         braid__post_wake(t, w->result);
       }
@@ -324,4 +323,18 @@ int braid_wait_free(braid_wait *h) {
    * scheduler) finishes its callback before the handle goes. */
   cb_unref(h);
   return 0;
+}
+
+/* ---- plain threads sleeping ---- */
+
+int braid__thread_sleep_until(braid_time_t when) {
+  braid__thread *th = &braid__tls;
+  if (th->loop) return BRAID_ETHREAD;
+  for (;;) {
+    unsigned seen = atomic_load(&th->futex);
+    if (braid__thread_cancelled(th)) return BRAID_ECANCELED;
+    if (when != BRAID_NEVER && braid__real_now() >= when) return 0;
+    braid_time_t d = braid__thread_deadline(th);
+    braid__futex_wait(&th->futex, seen, d < when ? d : when);
+  }
 }

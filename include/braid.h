@@ -11,6 +11,7 @@
  *   6. Task groups
  *   7. Synchronization: Lock, Semaphore, Event, Condition, CapacityLimiter,
  *      Channel, callback waiters, deadlock detection
+ *   8. The thread bridge: to_thread, from_thread, blocking portals
  *
  * Conventions (they hold for every function below unless its comment says
  * otherwise):
@@ -435,7 +436,10 @@ BRAID_API int braid_fail_after(braid_task *task, braid_time_t duration, braid_sc
  * ==================================================================== */
 
 /**
- * braid_sleep — sleep for `duration` ns (<= 0: a plain checkpoint).
+ * braid_sleep — sleep for `duration` ns (<= 0: a plain checkpoint). With
+ * task NULL the calling plain thread sleeps on the real clock, woken early
+ * with BRAID_ECANCELED when its scopes (or, on a worker, its task) are
+ * cancelled; a loop's thread gets BRAID_ETHREAD.
  * Returns 0 when the time has passed, BRAID_ECANCELED, BRAID_EPENDING
  * (stepped), BRAID_EINVAL, BRAID_ESTATE (not the running task),
  * BRAID_ETHREAD, BRAID_ENOMEM (the wake-up could not be registered).
@@ -950,6 +954,151 @@ BRAID_API int braid_debug_deadlock(int on);
  * buf with size > 0.
  */
 BRAID_API long braid_debug_deadlock_cycle(char *buf, size_t size);
+
+/* ======================================================================
+ * 8. The thread bridge: to_thread, from_thread, portals
+ * ==================================================================== */
+
+/** Body of a function run on a worker thread (braid_to_thread) or on a
+ *  loop's thread (braid_from_thread_run_sync). Returns 0 or an error. */
+typedef int (*braid_thread_fn)(void *arg);
+
+/** braid_to_thread flag: on cancellation, resume the task at once. */
+#define BRAID_ABANDON_ON_CANCEL 1u
+
+/**
+ * braid_to_thread — run fn(arg) on a worker thread; the task waits (a
+ * checkpoint). Workers are pooled: an idle one is reused, else a new one is
+ * started; idle workers retire (braid_set_worker_idle_timeout). At most
+ * `limiter`'s total (NULL: the loop's default limiter, 40 tokens) run at
+ * once for it; the token is taken before fn starts (a cancellable wait) and
+ * given back when fn returns.
+ *
+ * Cancellation reaches into the worker: while fn runs for the task, the
+ * worker thread's current cancel status is the task's. When the task is
+ * cancelled, every braid wait on the worker (lock, semaphore, event,
+ * channel, braid_sleep(NULL, …)) fails with BRAID_ECANCELED and
+ * braid_thread_check_cancelled() reports it. Without BRAID_ABANDON_ON_CANCEL
+ * the task keeps waiting until fn returns, then returns BRAID_ECANCELED; with
+ * it, the task resumes at once with BRAID_ECANCELED, fn runs on and its
+ * result is dropped (the token is still held until fn returns — unlike
+ * AnyIO, which gives it back at once, so a limiter really bounds the threads
+ * that run).
+ *
+ * Returns fn's result, BRAID_ECANCELED, BRAID_EPENDING (stepped: the result
+ * arrives as resume), BRAID_EINVAL, BRAID_ESTATE, BRAID_ETHREAD, BRAID_ENOMEM,
+ * BRAID_ESYS (no thread could be started). Loop thread only.
+ */
+BRAID_API int braid_to_thread(braid_task *task, braid_thread_fn fn, void *arg, unsigned flags, braid_limiter *limiter);
+
+/**
+ * braid_thread_check_cancelled — BRAID_ECANCELED if the calling thread is
+ * cancelled: a worker whose task is cancelled, or a thread inside one of its
+ * own cancelled (or expired) scopes; 0 otherwise. On a loop's thread it
+ * reports the running task. Thread-safe.
+ */
+BRAID_API int braid_thread_check_cancelled(void);
+
+/**
+ * braid_loop_default_limiter — the loop's default to_thread limiter (40
+ * tokens; settable with braid_limiter_set_total). Borrowed: valid while the
+ * loop runs. Returns 0, BRAID_EINVAL, BRAID_ENOMEM.
+ */
+BRAID_API int braid_loop_default_limiter(braid_loop *loop, braid_limiter **out);
+
+/** braid_set_worker_idle_timeout — how long an idle worker waits for work
+ *  before it exits (default 10 s; > 0). Returns the previous value, or
+ *  BRAID_EINVAL. Thread-safe. */
+BRAID_API braid_time_t braid_set_worker_idle_timeout(braid_time_t timeout);
+
+typedef struct braid_worker_stats {
+  size_t size;
+  uint64_t alive, busy, idle; /* worker threads of the process */
+} braid_worker_stats;
+/** braid_worker_statistics — fill *out (set out->size). 0 or BRAID_EINVAL.
+ *  Tasks waiting for a token: braid_limiter_statistics of the limiter. */
+BRAID_API int braid_worker_statistics(braid_worker_stats *out);
+
+/**
+ * braid_loop_ref / braid_loop_unref — keep a loop handle valid after its
+ * braid_run returns (so that calls on it answer BRAID_ECLOSED instead of
+ * touching freed memory). braid_run holds one reference while it runs.
+ * Thread-safe.
+ */
+BRAID_API braid_loop *braid_loop_ref(braid_loop *loop);
+BRAID_API int braid_loop_unref(braid_loop *loop);
+
+/**
+ * braid_from_thread_run — from a plain thread, run fn(task, arg) as a new
+ * stackful task on `loop` and wait for its result (a failure's code; its
+ * payload is destroyed). The wait honours the calling thread's scopes: when
+ * they are cancelled, the task is cancelled and still waited for. Returns
+ * the task's result, BRAID_ECANCELED, BRAID_ESTATE (called on the loop's own
+ * thread: it would deadlock), BRAID_ECLOSED (the loop has ended),
+ * BRAID_EINVAL, BRAID_ENOMEM. Thread-safe.
+ */
+BRAID_API int braid_from_thread_run(braid_loop *loop, braid_fn fn, void *arg);
+
+/**
+ * braid_from_thread_run_sync — run fn(arg) on the loop's thread (from its
+ * scheduler, between tasks) and return its result. Keep fn short; it must
+ * not block. If the calling thread is cancelled before fn started, fn does
+ * not run and BRAID_ECANCELED is returned. Otherwise as braid_from_thread_run.
+ */
+BRAID_API int braid_from_thread_run_sync(braid_loop *loop, braid_thread_fn fn, void *arg);
+
+/* ---- Blocking portal: a loop on its own thread ---- */
+
+typedef struct braid_portal braid_portal;
+typedef struct braid_future braid_future;
+
+typedef struct braid_portal_opts {
+  size_t size;   /* sizeof(braid_portal_opts) */
+  int clock;     /* BRAID_CLOCK_REAL (default) or _VIRTUAL */
+  size_t stack_size;
+} braid_portal_opts;
+
+/** braid_portal_start — start a loop on a new thread (opts may be NULL).
+ *  Returns 0, BRAID_EINVAL, BRAID_ENOMEM, BRAID_ESYS. Thread-safe. */
+BRAID_API int braid_portal_start(const braid_portal_opts *opts, braid_portal **out);
+
+/** braid_portal_loop — the portal's loop (borrowed). */
+BRAID_API braid_loop *braid_portal_loop(braid_portal *portal);
+
+/** braid_portal_call — braid_from_thread_run on the portal's loop. */
+BRAID_API int braid_portal_call(braid_portal *portal, braid_fn fn, void *arg);
+
+/**
+ * braid_portal_start_task — start fn(task, arg) as a task on the portal's
+ * loop without waiting; *out is a future for its result. Returns 0,
+ * BRAID_ECLOSED (the portal is stopping), BRAID_EINVAL, BRAID_ENOMEM.
+ * Thread-safe.
+ */
+BRAID_API int braid_portal_start_task(braid_portal *portal, braid_fn fn, void *arg, braid_future **out);
+
+/** braid_future_wait — wait until the task has ended or `deadline` (absolute,
+ *  real clock; BRAID_NEVER) passes. Honours the calling thread's scopes.
+ *  Returns 0 (ended), BRAID_ETIMEDOUT, BRAID_ECANCELED, BRAID_EINVAL,
+ *  BRAID_ESTATE (on the portal's own thread). Thread-safe. */
+BRAID_API int braid_future_wait(braid_future *f, braid_time_t deadline);
+/** braid_future_cancel — cancel the task (it still runs its cleanup).
+ *  Returns 0 or BRAID_EINVAL. Thread-safe. */
+BRAID_API int braid_future_cancel(braid_future *f);
+/** braid_future_done — 1 if the task has ended. Thread-safe. */
+BRAID_API int braid_future_done(braid_future *f);
+/** braid_future_result — the task's result once ended; BRAID_ESTATE before. */
+BRAID_API int braid_future_result(braid_future *f);
+/** braid_future_free — release the future (the task is not affected).
+ *  Returns 0 or BRAID_EINVAL. */
+BRAID_API int braid_future_free(braid_future *f);
+
+/**
+ * braid_portal_stop — stop the portal: with cancel_remaining, cancel the
+ * tasks still running; then wait for them, end the loop, join its thread and
+ * free the portal. Calls made after stop began return BRAID_ECLOSED.
+ * Returns 0, BRAID_EINVAL, BRAID_ESTATE (called on the portal's thread).
+ */
+BRAID_API int braid_portal_stop(braid_portal *portal, int cancel_remaining);
 
 #ifdef __cplusplus
 }
