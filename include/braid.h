@@ -830,7 +830,10 @@ BRAID_API int braid_limiter_acquire(braid_task *task, braid_limiter *lim);
 /** braid_limiter_acquire_on_behalf — borrow one token for `borrower` (a
  *  non-zero token < 2^60 chosen by the caller), waiting as `task` does. */
 BRAID_API int braid_limiter_acquire_on_behalf(braid_task *task, braid_limiter *lim, uint64_t borrower);
-/** braid_limiter_acquire_nowait — for the task/thread (borrower 0) or `borrower`. 0 or BRAID_EWOULDBLOCK, ... */
+/** braid_limiter_acquire_nowait — borrow for the task/thread (borrower 0)
+ *  or `borrower` if a token is free. Not a checkpoint. Returns 0,
+ *  BRAID_EWOULDBLOCK, BRAID_EDEADLK (already a borrower), BRAID_EINVAL,
+ *  BRAID_ETHREAD, BRAID_ENOMEM. */
 BRAID_API int braid_limiter_acquire_nowait(braid_task *task, braid_limiter *lim, uint64_t borrower);
 /** braid_limiter_acquire_cb — callback waiter for `borrower`. */
 BRAID_API int braid_limiter_acquire_cb(braid_limiter *lim, uint64_t borrower, braid_wait_cb cb, void *ud,

@@ -42,6 +42,8 @@ STR = "str"
 BOOL = "bool"
 OPS = "ops"
 ANY = "any"
+NAMES = "names"  # a non-empty list of error names
+ITEM = "item"  # a channel item: an int or a string
 
 # op -> {field: (type, required)}
 OP_FIELDS = {
@@ -68,13 +70,88 @@ OP_FIELDS = {
     "start": {"group": (STR, True), "name": (STR, True), "body": (OPS, True)},
     "started": {"value": (ANY, False)},
     "fail": {"code": (STR, True)},
-    "try": {"body": (OPS, True), "finally": (OPS, False)},
+    "try": {"body": (OPS, True), "except": (NAMES, False), "finally": (OPS, False)},
+    # Synchronization (README.md, "Synchronization objects"). "object" names
+    # an object of the top-level "objects" list or a channel end.
+    "acquire": {"object": (STR, True), "on_behalf": (STR, False)},
+    "acquire_nowait": {"object": (STR, True), "on_behalf": (STR, False)},
+    "release": {"object": (STR, True), "on_behalf": (STR, False)},
+    "set": {"object": (STR, True)},
+    "wait": {"object": (STR, True)},
+    "notify": {"object": (STR, True), "n": (INT, False)},
+    "notify_all": {"object": (STR, True)},
+    "set_total": {"object": (STR, True), "total": (INT, True)},
+    "send": {"object": (STR, True), "value": (ITEM, True)},
+    "send_nowait": {"object": (STR, True), "value": (ITEM, True)},
+    "receive": {"object": (STR, True)},
+    "receive_nowait": {"object": (STR, True)},
+    "drain": {"object": (STR, True)},
+    "close_sender": {"object": (STR, True)},
+    "close_receiver": {"object": (STR, True)},
+    "clone_sender": {"object": (STR, True), "as": (STR, True)},
+    "clone_receiver": {"object": (STR, True), "as": (STR, True)},
+    "statistics": {"object": (STR, True)},
+}
+
+# Which kinds of object each synchronization op applies to. "sender" and
+# "receiver" are the ends of a channel.
+OP_OBJECT_KINDS = {
+    "acquire": {"lock", "semaphore", "limiter"},
+    "acquire_nowait": {"lock", "semaphore", "limiter"},
+    "release": {"lock", "semaphore", "limiter"},
+    "set": {"event"},
+    "wait": {"event", "condition"},
+    "notify": {"condition"},
+    "notify_all": {"condition"},
+    "set_total": {"limiter"},
+    "send": {"sender"},
+    "send_nowait": {"sender"},
+    "receive": {"receiver"},
+    "receive_nowait": {"receiver"},
+    "drain": {"receiver"},
+    "close_sender": {"sender"},
+    "close_receiver": {"receiver"},
+    "clone_sender": {"sender"},
+    "clone_receiver": {"receiver"},
+    "statistics": {"lock", "semaphore", "event", "condition", "limiter", "sender", "receiver"},
+}
+
+# kind -> {field: (type, required)} of the top-level "objects" declarations.
+OBJECT_FIELDS = {
+    "lock": {},
+    "semaphore": {"initial": (INT, True), "max": (INT_OR_NULL, False)},
+    "event": {},
+    "condition": {"lock": (STR, True)},
+    "limiter": {"total": (INT, True)},
+    "channel": {"buffer": (INT_OR_NULL, True)},
 }
 
 USER_CODE = re.compile(r"^[A-Z][A-Z0-9_]*$")
-RESERVED_ERRORS = {"timeout", "state_error"}
+RESERVED_ERRORS = {
+    "timeout",
+    "state_error",
+    "would_block",
+    "deadlock_error",
+    "permission_error",
+    "value_error",
+    "end_of_stream",
+    "broken_resource",
+    "closed_resource",
+}
 RESULTS = {"ok", "cancelled", "error"}
-CANCELLABLE_OPS = {"sleep", "sleep_forever", "checkpoint", "checkpoint_if_cancelled"}
+CANCELLABLE_OPS = {
+    "sleep",
+    "sleep_forever",
+    "checkpoint",
+    "checkpoint_if_cancelled",
+    "acquire",
+    "wait",
+    "send",
+    "receive",
+    "drain",
+}
+# Ops whose failure is reported by a "raised" event.
+RAISING_OPS = {k for k in OP_OBJECT_KINDS}
 
 # ev -> {field: checker}; "t", "task", "ev" are common to all.
 def _is_str(v):
@@ -89,8 +166,37 @@ def _is_deadline(v):
     return v in ("inf", "-inf") or (isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_item(v):
+    return _is_int(v) or isinstance(v, str)
+
+
+def _is_error_name(v):
+    return isinstance(v, str) and (v in RESERVED_ERRORS or bool(USER_CODE.match(v)))
+
+
+def _is_stats(v):
+    return isinstance(v, dict)
+
+
 EVENT_FIELDS = {
     "start": {},
+    "caught": {"error": _is_error_name},
+    "acquired": {"object": _is_str},
+    "released": {"object": _is_str},
+    "set": {"object": _is_str},
+    "woken": {"object": _is_str},
+    "notified": {"object": _is_str, "n": lambda v: _is_int(v) or v == "all"},
+    "total_set": {"object": _is_str, "total": _is_int},
+    "sent": {"object": _is_str, "value": _is_item},
+    "received": {"object": _is_str, "value": _is_item},
+    "closed": {"object": _is_str},
+    "cloned": {"object": _is_str, "as": _is_str},
+    "stats": {"object": _is_str, "stats": _is_stats},
+    "raised": {"op": lambda v: v in RAISING_OPS, "object": _is_str, "error": _is_error_name},
     "end": {"result": None},
     "log": {"msg": _is_str},
     "cancelled": {"op": lambda v: v in CANCELLABLE_OPS},
@@ -99,6 +205,14 @@ EVENT_FIELDS = {
     "started": {"child": _is_str, "value": lambda v: True},
     "start_failed": {"child": _is_str, "result": None},
     "deadline": {"deadline": _is_deadline},
+}
+
+# Fields an event may carry but need not: "object" of a cancelled
+# synchronization op, "on_behalf" of a limiter acquire/release.
+EVENT_OPTIONAL = {
+    "cancelled": {"object": _is_str},
+    "acquired": {"on_behalf": _is_str},
+    "released": {"on_behalf": _is_str},
 }
 
 
@@ -115,6 +229,10 @@ def _check_type(kind, value):
         return isinstance(value, bool)
     if kind == OPS:
         return isinstance(value, list)
+    if kind == NAMES:
+        return isinstance(value, list) and bool(value) and all(_is_error_name(v) for v in value)
+    if kind == ITEM:
+        return _is_item(value)
     is_int = isinstance(value, int) and not isinstance(value, bool)
     if kind == INT:
         return is_int
@@ -127,7 +245,7 @@ def validate_scenario(sc, stem):
     """Raises ScenarioError if the scenario does not follow the format."""
     if not isinstance(sc, dict):
         raise ScenarioError("a scenario must be a JSON object")
-    allowed = {"name", "description", "root", "expected", "notes"}
+    allowed = {"name", "description", "objects", "root", "expected", "notes"}
     for key in sc:
         if key not in allowed:
             raise ScenarioError(f"unknown top-level key {key!r}")
@@ -140,6 +258,9 @@ def validate_scenario(sc, stem):
     declared = {}  # id -> "scope" | "group"
     tasks = {"root"}
     refs = []  # (op, id)
+    objects = {}  # object id -> kind ("sender"/"receiver" for channel ends)
+    object_refs = []  # (where, op, id)
+    declare_objects(sc.get("objects", []), objects)
 
     def walk(ops, where):
         if not isinstance(ops, list):
@@ -186,6 +307,16 @@ def validate_scenario(sc, stem):
                 refs.append((here, kind, op["group"]))
             if kind in ("cancel", "set_deadline", "set_shield"):
                 refs.append((here, kind, op["scope"]))
+            if kind in OP_OBJECT_KINDS:
+                object_refs.append((here, kind, op["object"], "on_behalf" in op))
+            if kind in ("clone_sender", "clone_receiver"):
+                if op["as"] in objects:
+                    raise ScenarioError(f"{here}: object id {op['as']!r} declared twice")
+                objects[op["as"]] = "sender" if kind == "clone_sender" else "receiver"
+            if kind == "notify" and op.get("n", 1) < 1:
+                raise ScenarioError(f"{here}: notify 'n' must be >= 1")
+            if kind == "set_total" and op["total"] < 0:
+                raise ScenarioError(f"{here}: set_total 'total' must be >= 0")
             for key in ("body", "finally"):
                 if key in op:
                     walk(op[key], f"{here}.{key}")
@@ -196,6 +327,13 @@ def validate_scenario(sc, stem):
             raise ScenarioError(f"{here}: {kind} refers to unknown id {ref!r}")
         if kind in ("spawn", "start") and declared[ref] != "group":
             raise ScenarioError(f"{here}: {kind} needs a group, {ref!r} is a scope")
+    for here, kind, ref, on_behalf in object_refs:
+        if ref not in objects:
+            raise ScenarioError(f"{here}: {kind} refers to unknown object {ref!r}")
+        if objects[ref] not in OP_OBJECT_KINDS[kind]:
+            raise ScenarioError(f"{here}: {kind} does not apply to {ref!r} (a {objects[ref]})")
+        if on_behalf and objects[ref] != "limiter":
+            raise ScenarioError(f"{here}: 'on_behalf' is for limiters only")
 
     if not isinstance(sc["expected"], list):
         raise ScenarioError("'expected' must be a list of events")
@@ -209,9 +347,50 @@ def validate_scenario(sc, stem):
         for key in ("scope", "group"):
             if key in ev and ev[key] not in declared:
                 raise ScenarioError(f"expected[{i}]: unknown id {ev[key]!r}")
+        if "object" in ev and ev["object"] not in objects:
+            raise ScenarioError(f"expected[{i}]: unknown object {ev['object']!r}")
     times = [ev["t"] for ev in sc["expected"]]
     if times != sorted(times):
         raise ScenarioError("expected events must be listed in time order")
+
+
+def declare_objects(decls, objects):
+    """Checks the top-level "objects" list and records each id's kind in
+    `objects` (a channel declares its two ends ID.tx and ID.rx)."""
+    if not isinstance(decls, list):
+        raise ScenarioError("'objects' must be a list")
+    for i, d in enumerate(decls):
+        here = f"objects[{i}]"
+        if not isinstance(d, dict) or d.get("kind") not in OBJECT_FIELDS or not isinstance(d.get("id"), str):
+            raise ScenarioError(f"{here}: an object needs a 'kind' (one of {sorted(OBJECT_FIELDS)}) and a string 'id'")
+        kind = d["kind"]
+        fields = OBJECT_FIELDS[kind]
+        for key, value in d.items():
+            if key in ("kind", "id"):
+                continue
+            if key not in fields:
+                raise ScenarioError(f"{here}: a {kind} has no field {key!r}")
+            if not _check_type(fields[key][0], value):
+                raise ScenarioError(f"{here}: field {key!r} of a {kind} must be {fields[key][0]}")
+            if isinstance(value, int) and not isinstance(value, bool) and value < 0:
+                raise ScenarioError(f"{here}: field {key!r} must be >= 0")
+        for key, (_, required) in fields.items():
+            if required and key not in d:
+                raise ScenarioError(f"{here}: a {kind} needs field {key!r}")
+        if kind == "semaphore" and d.get("max") is not None and (d["max"] < 1 or d["initial"] > d["max"]):
+            raise ScenarioError(f"{here}: a semaphore needs 1 <= max and initial <= max")
+        if kind == "condition" and objects.get(d["lock"]) != "lock":
+            raise ScenarioError(f"{here}: 'lock' must name a lock declared before the condition")
+        ids = [d["id"] + ".tx", d["id"] + ".rx"] if kind == "channel" else [d["id"]]
+        for oid in ids + ([d["id"]] if kind == "channel" else []):
+            if oid in objects:
+                raise ScenarioError(f"{here}: object id {oid!r} declared twice")
+        if kind == "channel":
+            objects[d["id"]] = "channel"
+            objects[d["id"] + ".tx"] = "sender"
+            objects[d["id"] + ".rx"] = "receiver"
+        else:
+            objects[d["id"]] = kind
 
 
 def validate_event(ev):
@@ -227,14 +406,15 @@ def validate_event(ev):
     if kind not in EVENT_FIELDS:
         raise ScenarioError(f"unknown event {kind!r}")
     fields = EVENT_FIELDS[kind]
+    optional = EVENT_OPTIONAL.get(kind, {})
     for key, value in ev.items():
         if key in ("t", "task", "ev"):
             continue
         if key == "errors" and "result" in fields:
             continue
-        if key not in fields:
+        if key not in fields and key not in optional:
             raise ScenarioError(f"event {kind!r} has no field {key!r}")
-        check = fields[key]
+        check = fields.get(key, optional.get(key))
         if check is not None and not check(value):
             raise ScenarioError(f"bad value for {key!r} in {kind!r}: {value!r}")
     for key in fields:

@@ -12,12 +12,17 @@
  *
  * The file has four parts:
  *   1. the scenario model: the JSON op tree compiled to `op` structs, a
- *      registry of the named scopes and groups, error names <-> codes;
+ *      registry of the named scopes and groups, the synchronization objects
+ *      (locks, ..., channel ends) of the scenario's "objects" list, error
+ *      names <-> codes;
  *   2. outcomes and events: what an op propagates (ok / cancelled / errors)
  *      and how it is printed;
  *   3. the semantics of each op, written once as plain functions. A blocking
  *      op is split into block_begin (the braid call) and block_finish (the
- *      mapping of its result), so both interpreters share them;
+ *      mapping of its result), so both interpreters share them. A blocking
+ *      op's out-values (start's value, a received item) live in the task's
+ *      tctx, which outlives a stepped wait; `drain` is one blocking op run
+ *      again after each item it receives;
  *   4. two interpreters of the op tree: a recursive one for stackful tasks
  *      (the C call stack holds the nesting) and a state machine for stepped
  *      tasks (an explicit stack of frames; every blocking call that returns
@@ -61,6 +66,25 @@ typedef enum op_kind {
   OP_STARTED,
   OP_FAIL,
   OP_TRY,
+  /* synchronization (section 7 of braid.h) */
+  OP_ACQUIRE,
+  OP_ACQUIRE_NOWAIT,
+  OP_RELEASE,
+  OP_SET,
+  OP_WAIT,
+  OP_NOTIFY,
+  OP_NOTIFY_ALL,
+  OP_SET_TOTAL,
+  OP_SEND,
+  OP_SEND_NOWAIT,
+  OP_RECEIVE,
+  OP_RECEIVE_NOWAIT,
+  OP_DRAIN,
+  OP_CLOSE_SENDER,
+  OP_CLOSE_RECEIVER,
+  OP_CLONE_SENDER,
+  OP_CLONE_RECEIVER,
+  OP_STATISTICS,
   OP_COUNT
 } op_kind;
 
@@ -80,7 +104,25 @@ static const char *const op_names[OP_COUNT] = {"sleep",
                                                "start",
                                                "started",
                                                "fail",
-                                               "try"};
+                                               "try",
+                                               "acquire",
+                                               "acquire_nowait",
+                                               "release",
+                                               "set",
+                                               "wait",
+                                               "notify",
+                                               "notify_all",
+                                               "set_total",
+                                               "send",
+                                               "send_nowait",
+                                               "receive",
+                                               "receive_nowait",
+                                               "drain",
+                                               "close_sender",
+                                               "close_receiver",
+                                               "clone_sender",
+                                               "clone_receiver",
+                                               "statistics"};
 
 /* How a deadline is given: none (for set_deadline: remove it), relative to
  * the time the op runs, or absolute (ms since the start of the run). */
@@ -101,8 +143,17 @@ struct op {
   deadline_kind dl; /* scope, set_deadline */
   int64_t dl_ms;
   int shield, fail;      /* scope flags; set_shield value in shield */
-  json_value *value;     /* started: the value (NULL = null) */
+  json_value *value;     /* started: the value (NULL = null); send: the item */
   op_list body, finally; /* scope, group, spawn, start, try */
+  const char **except;   /* try: the error names it catches */
+  size_t nexcept;
+  const char *obj_ref; /* synchronization ops: the object (or channel end) */
+  size_t obj;          /* its index in g_objs */
+  const char *as;      /* clone_*: the id of the new end */
+  size_t as_obj;
+  const char *behalf; /* acquire/acquire_nowait/release of a limiter: the borrower token's name */
+  uint64_t token;     /* its token (0 = the task itself) */
+  uint64_t count;     /* notify: n; set_total: the total */
 };
 
 /* A named scope or group. Scopes are created on first use, which may come
@@ -123,6 +174,43 @@ static size_t g_nreg;
 #define USER_CODE_BASE 1000
 static char **g_names;
 static size_t g_nnames;
+
+/* A synchronization object of the scenario's "objects" list, or a channel
+ * end. A channel declares its ends ID.tx and ID.rx; clone_* ops declare more
+ * ends, whose handles exist once the clone has run. A closed end's handle
+ * stays valid (braid returns BRAID_ECLOSED for its use: closed_resource)
+ * until free_objects frees it after the run. */
+typedef enum obj_kind {
+  OBJ_LOCK,
+  OBJ_SEMAPHORE,
+  OBJ_EVENT,
+  OBJ_CONDITION,
+  OBJ_LIMITER,
+  OBJ_CHANNEL,
+  OBJ_SENDER,
+  OBJ_RECEIVER
+} obj_kind;
+
+typedef struct object {
+  char *id; /* owned */
+  obj_kind kind;
+  const json_value *decl; /* NULL for the ends */
+  size_t lock_obj;        /* condition: its lock */
+  braid_lock *lock;
+  braid_semaphore *sem;
+  braid_event *event;
+  braid_condition *cond;
+  braid_limiter *lim;
+  braid_sender *tx;
+  braid_receiver *rx;
+} object;
+
+static object *g_objs;
+static size_t g_nobjs;
+
+/* Borrower tokens of limiters ("on_behalf" names) get tokens 1, 2, ... */
+static const char **g_tokens;
+static size_t g_ntokens;
 
 static json_value *g_doc;
 static int g_internal_errors;
@@ -160,17 +248,34 @@ static int intern(const char *name) {
   return USER_CODE_BASE + (int)g_nnames++;
 }
 
+/* The error names the runtime raises, and their codes. */
+static const struct {
+  const char *name;
+  int code;
+} reserved_errors[] = {
+    {"timeout", BRAID_ETIMEDOUT},       /* TimeoutError */
+    {"state_error", BRAID_ESTATE},      /* RuntimeError */
+    {"would_block", BRAID_EWOULDBLOCK}, /* anyio.WouldBlock */
+    {"deadlock_error", BRAID_EDEADLK},  /* RuntimeError: already held */
+    {"permission_error", BRAID_EPERM},  /* RuntimeError: not the owner */
+    {"value_error", BRAID_EINVAL},      /* ValueError (semaphore release only) */
+    {"end_of_stream", BRAID_EEOF},      /* anyio.EndOfStream */
+    {"broken_resource", BRAID_EBROKEN}, /* anyio.BrokenResourceError */
+    {"closed_resource", BRAID_ECLOSED}, /* anyio.ClosedResourceError */
+};
+#define N_RESERVED (sizeof reserved_errors / sizeof reserved_errors[0])
+
 static int code_of(const char *name) {
-  if (strcmp(name, "timeout") == 0) return BRAID_ETIMEDOUT;
-  if (strcmp(name, "state_error") == 0) return BRAID_ESTATE;
+  for (size_t i = 0; i < N_RESERVED; i++)
+    if (strcmp(name, reserved_errors[i].name) == 0) return reserved_errors[i].code;
   return intern(name);
 }
 
 /* The error name of a failure code; codes that no scenario can produce
  * (a braid bug or a testee bug) get a name that will not match. */
 static const char *name_of(int code) {
-  if (code == BRAID_ETIMEDOUT) return "timeout";
-  if (code == BRAID_ESTATE) return "state_error";
+  for (size_t i = 0; i < N_RESERVED; i++)
+    if (code == reserved_errors[i].code) return reserved_errors[i].name;
   if (code >= USER_CODE_BASE && (size_t)(code - USER_CODE_BASE) < g_nnames) return g_names[code - USER_CODE_BASE];
   char buf[64];
   snprintf(buf, sizeof buf, "unexpected:%s(%d)", braid_errname(code), code);
@@ -210,6 +315,75 @@ static void add_entry(const char *id, const op *decl) {
   if (!nr) die("out of memory");
   g_reg = nr;
   g_reg[g_nreg++] = (entry){id, decl, NULL, NULL};
+}
+
+static size_t add_object(const char *id, obj_kind kind, const json_value *decl) {
+  for (size_t i = 0; i < g_nobjs; i++)
+    if (strcmp(g_objs[i].id, id) == 0) die("object id \"%s\" declared twice", id);
+  object *no = realloc(g_objs, (g_nobjs + 1) * sizeof *no);
+  if (!no) die("out of memory");
+  g_objs = no;
+  memset(&g_objs[g_nobjs], 0, sizeof *g_objs);
+  size_t len = strlen(id) + 1;
+  g_objs[g_nobjs].id = xcalloc(len, 1);
+  memcpy(g_objs[g_nobjs].id, id, len);
+  g_objs[g_nobjs].kind = kind;
+  g_objs[g_nobjs].decl = decl;
+  return g_nobjs++;
+}
+
+static size_t find_object(const char *id, const char *where) {
+  for (size_t i = 0; i < g_nobjs; i++)
+    if (strcmp(g_objs[i].id, id) == 0) return i;
+  die("%s: unknown object \"%s\"", where, id);
+  return 0;
+}
+
+static uint64_t token_of(const char *name) {
+  for (size_t i = 0; i < g_ntokens; i++)
+    if (strcmp(g_tokens[i], name) == 0) return i + 1;
+  const char **nt = realloc(g_tokens, (g_ntokens + 1) * sizeof *nt);
+  if (!nt) die("out of memory");
+  g_tokens = nt;
+  g_tokens[g_ntokens++] = name;
+  return g_ntokens;
+}
+
+static uint64_t member_count(const json_value *obj, const char *key, int required, const char *where) {
+  const json_value *v = member(obj, key, JSON_NUMBER, required, where);
+  if (!v || v->type == JSON_NULL) return 0;
+  if (v->number < 0 || v->number != (double)(uint64_t)v->number) die("%s: \"%s\" must be an integer >= 0", where, key);
+  return (uint64_t)v->number;
+}
+
+/* Reads the top-level "objects" list (the objects themselves are created in
+ * create_objects, just before the run). */
+static void compile_objects(const json_value *arr) {
+  static const char *const kinds[] = {"lock", "semaphore", "event", "condition", "limiter", "channel"};
+  if (!arr) return;
+  if (arr->type != JSON_ARRAY) die("\"objects\" must be an array");
+  for (size_t i = 0; i < arr->count; i++) {
+    const json_value *d = arr->items[i];
+    if (!d || d->type != JSON_OBJECT) die("objects: an object declaration must be a JSON object");
+    const char *kind = member_str(d, "kind", "objects"), *id = member_str(d, "id", "objects");
+    int k = -1;
+    for (int j = 0; j < (int)(sizeof kinds / sizeof kinds[0]); j++)
+      if (strcmp(kinds[j], kind) == 0) k = j;
+    if (k < 0) die("objects: unknown kind \"%s\"", kind);
+    size_t idx = add_object(id, (obj_kind)k, d);
+    if (k == OBJ_CONDITION) {
+      size_t l = find_object(member_str(d, "lock", id), id);
+      if (g_objs[l].kind != OBJ_LOCK) die("%s: \"lock\" must name a lock", id);
+      g_objs[idx].lock_obj = l;
+    } else if (k == OBJ_CHANNEL) {
+      char *end = xcalloc(strlen(id) + 4, 1);
+      sprintf(end, "%s.tx", id);
+      add_object(end, OBJ_SENDER, NULL);
+      sprintf(end, "%s.rx", id);
+      add_object(end, OBJ_RECEIVER, NULL);
+      free(end);
+    }
+  }
 }
 
 static void compile_list(const json_value *arr, op_list *out, const char *where);
@@ -286,9 +460,64 @@ static void compile_op(const json_value *j, op *o) {
     o->value = v && v->type != JSON_NULL ? v : NULL;
     break;
   }
-  case OP_TRY:
+  case OP_TRY: {
     compile_list(member(j, "body", JSON_ARRAY, 1, name), &o->body, name);
     if (json_get(j, "finally")) compile_list(member(j, "finally", JSON_ARRAY, 1, name), &o->finally, name);
+    const json_value *ex = member(j, "except", JSON_ARRAY, 0, name);
+    if (ex) {
+      o->nexcept = ex->count;
+      o->except = xcalloc(ex->count, sizeof *o->except);
+      for (size_t i = 0; i < ex->count; i++) {
+        if (ex->items[i]->type != JSON_STRING) die("try: \"except\" must list error names");
+        o->except[i] = ex->items[i]->string;
+      }
+    }
+    break;
+  }
+  case OP_ACQUIRE:
+  case OP_ACQUIRE_NOWAIT:
+  case OP_RELEASE: {
+    o->obj_ref = member_str(j, "object", name);
+    const json_value *b = member(j, "on_behalf", JSON_STRING, 0, name);
+    if (b) {
+      o->behalf = b->string;
+      o->token = token_of(b->string);
+    }
+    break;
+  }
+  case OP_NOTIFY:
+    o->obj_ref = member_str(j, "object", name);
+    o->count = json_get(j, "n") ? member_count(j, "n", 1, name) : 1;
+    break;
+  case OP_SET_TOTAL:
+    o->obj_ref = member_str(j, "object", name);
+    o->count = member_count(j, "total", 1, name);
+    break;
+  case OP_SEND:
+  case OP_SEND_NOWAIT: {
+    o->obj_ref = member_str(j, "object", name);
+    json_value *v = (json_value *)json_get(j, "value");
+    if (!v || (v->type != JSON_NUMBER && v->type != JSON_STRING))
+      die("%s: \"value\" must be a number or a string", name);
+    o->value = v;
+    break;
+  }
+  case OP_CLONE_SENDER:
+  case OP_CLONE_RECEIVER:
+    o->obj_ref = member_str(j, "object", name);
+    o->as = member_str(j, "as", name);
+    o->as_obj = add_object(o->as, o->kind == OP_CLONE_SENDER ? OBJ_SENDER : OBJ_RECEIVER, NULL);
+    break;
+  case OP_SET:
+  case OP_WAIT:
+  case OP_NOTIFY_ALL:
+  case OP_RECEIVE:
+  case OP_RECEIVE_NOWAIT:
+  case OP_DRAIN:
+  case OP_CLOSE_SENDER:
+  case OP_CLOSE_RECEIVER:
+  case OP_STATISTICS:
+    o->obj_ref = member_str(j, "object", name);
     break;
   default:
     break;
@@ -301,6 +530,49 @@ static void compile_list(const json_value *arr, op_list *out, const char *where)
   out->items = xcalloc(arr->count, sizeof *out->items);
   for (size_t i = 0; i < arr->count; i++)
     compile_op(arr->items[i], &out->items[i]);
+}
+
+/* Which object kinds each synchronization op applies to (a bit per obj_kind). */
+static unsigned op_object_kinds(op_kind k) {
+#define B(x) (1u << (x))
+  switch (k) {
+  case OP_ACQUIRE:
+  case OP_ACQUIRE_NOWAIT:
+  case OP_RELEASE:
+    return B(OBJ_LOCK) | B(OBJ_SEMAPHORE) | B(OBJ_LIMITER);
+  case OP_SET:
+    return B(OBJ_EVENT);
+  case OP_WAIT:
+    return B(OBJ_EVENT) | B(OBJ_CONDITION);
+  case OP_NOTIFY:
+  case OP_NOTIFY_ALL:
+    return B(OBJ_CONDITION);
+  case OP_SET_TOTAL:
+    return B(OBJ_LIMITER);
+  case OP_SEND:
+  case OP_SEND_NOWAIT:
+  case OP_CLOSE_SENDER:
+  case OP_CLONE_SENDER:
+    return B(OBJ_SENDER);
+  case OP_RECEIVE:
+  case OP_RECEIVE_NOWAIT:
+  case OP_DRAIN:
+  case OP_CLOSE_RECEIVER:
+  case OP_CLONE_RECEIVER:
+    return B(OBJ_RECEIVER);
+  case OP_STATISTICS:
+    return ~B(OBJ_CHANNEL);
+  default:
+    return 0;
+  }
+#undef B
+}
+
+static void resolve_object(op *o) {
+  o->obj = find_object(o->obj_ref, op_names[o->kind]);
+  if (!(op_object_kinds(o->kind) & (1u << g_objs[o->obj].kind)))
+    die("%s does not apply to \"%s\"", op_names[o->kind], o->obj_ref);
+  if (o->behalf && g_objs[o->obj].kind != OBJ_LIMITER) die("%s: \"on_behalf\" is for limiters only", op_names[o->kind]);
 }
 
 /* Second pass: resolve every id to its registry entry (a reference may come
@@ -317,6 +589,7 @@ static void resolve_list(op_list *l) {
         die("%s: \"%s\" is not a group", op_names[o->kind], o->ref);
       o->reg = k;
     }
+    if (o->obj_ref) resolve_object(o);
     resolve_list(&o->body);
     resolve_list(&o->finally);
   }
@@ -326,6 +599,7 @@ static void free_list(op_list *l) {
   for (size_t i = 0; i < l->count; i++) {
     free_list(&l->items[i].body);
     free_list(&l->items[i].finally);
+    free(l->items[i].except);
   }
   free(l->items);
 }
@@ -409,7 +683,9 @@ typedef struct tctx {
   const char *name;
   const op_list *body;
   int is_root, stepped, finished;
+  uint64_t id;       /* braid_task_id, to name lock owners and borrowers */
   void *start_value; /* braid_group_start writes here (must outlive a stepped wait) */
+  void *recv_item;   /* braid_channel_receive writes here (likewise) */
   machine m;
   struct tctx *next_alloc;
 } tctx;
@@ -630,6 +906,401 @@ static int next_child_stepped(void) {
   }
 }
 
+/* ---- Synchronization ops ----
+ *
+ * Every synchronization op emits one event: its success event (acquired,
+ * received, ...), `cancelled` (blocking ops only), or `raised` with the
+ * error name it then propagates. */
+
+static object *obj_of(const op *o) { return &g_objs[o->obj]; }
+
+static void ev_object(tctx *tc, const char *ev, const op *o) {
+  ev_begin(tc, ev);
+  fputs(",\"object\":", stdout);
+  json_write_string(stdout, obj_of(o)->id);
+}
+
+/* The error name of a synchronization op's result code, NULL if no scenario
+ * can expect it. */
+static const char *sync_error_name(const op *o, int rc) {
+  switch (rc) {
+  case BRAID_EWOULDBLOCK:
+    return "would_block";
+  case BRAID_EDEADLK:
+    return "deadlock_error";
+  case BRAID_EPERM:
+    return "permission_error";
+  case BRAID_EEOF:
+    return "end_of_stream";
+  case BRAID_EBROKEN:
+    return "broken_resource";
+  case BRAID_ECLOSED:
+    return "closed_resource";
+  case BRAID_EINVAL: /* Semaphore.release past its max: AnyIO's ValueError */
+    return o->kind == OP_RELEASE && obj_of(o)->kind == OBJ_SEMAPHORE ? "value_error" : NULL;
+  default:
+    return NULL;
+  }
+}
+
+static outcome sync_failure(tctx *tc, const op *o, int rc) {
+  if (rc == BRAID_ECANCELED) {
+    ev_begin(tc, "cancelled");
+    printf(",\"op\":\"%s\",\"object\":", op_names[o->kind]);
+    json_write_string(stdout, obj_of(o)->id);
+    ev_end();
+    return out_cancelled();
+  }
+  const char *name = sync_error_name(o, rc);
+  if (!name) return internal(tc, op_names[o->kind], rc);
+  ev_begin(tc, "raised");
+  printf(",\"op\":\"%s\",\"object\":", op_names[o->kind]);
+  json_write_string(stdout, obj_of(o)->id);
+  printf(",\"error\":\"%s\"", name);
+  ev_end();
+  return out_error(name);
+}
+
+/* The success event of a synchronization op; `item` is a received item. */
+static outcome sync_success(tctx *tc, const op *o, const void *item) {
+  switch (o->kind) {
+  case OP_ACQUIRE:
+  case OP_ACQUIRE_NOWAIT:
+  case OP_RELEASE:
+    ev_object(tc, o->kind == OP_RELEASE ? "released" : "acquired", o);
+    if (o->behalf) {
+      fputs(",\"on_behalf\":", stdout);
+      json_write_string(stdout, o->behalf);
+    }
+    break;
+  case OP_SET:
+    ev_object(tc, "set", o);
+    break;
+  case OP_WAIT:
+    ev_object(tc, "woken", o);
+    break;
+  case OP_NOTIFY:
+    ev_object(tc, "notified", o);
+    printf(",\"n\":%" PRIu64, o->count);
+    break;
+  case OP_NOTIFY_ALL:
+    ev_object(tc, "notified", o);
+    fputs(",\"n\":\"all\"", stdout);
+    break;
+  case OP_SET_TOTAL:
+    ev_object(tc, "total_set", o);
+    printf(",\"total\":%" PRIu64, o->count);
+    break;
+  case OP_SEND:
+  case OP_SEND_NOWAIT:
+    ev_object(tc, "sent", o);
+    fputs(",\"value\":", stdout);
+    json_write(stdout, o->value);
+    break;
+  case OP_RECEIVE:
+  case OP_RECEIVE_NOWAIT:
+  case OP_DRAIN:
+    ev_object(tc, "received", o);
+    fputs(",\"value\":", stdout);
+    if (item)
+      json_write(stdout, item);
+    else
+      fputs("null", stdout);
+    break;
+  case OP_CLOSE_SENDER:
+  case OP_CLOSE_RECEIVER:
+    ev_object(tc, "closed", o);
+    break;
+  case OP_CLONE_SENDER:
+  case OP_CLONE_RECEIVER:
+    ev_object(tc, "cloned", o);
+    fputs(",\"as\":", stdout);
+    json_write_string(stdout, o->as);
+    break;
+  default:
+    return internal(tc, "not a synchronization op", BRAID_EINVAL);
+  }
+  ev_end();
+  return out_ok();
+}
+
+/* 1 for a channel end whose clone op has not run yet: a scenario bug,
+ * reported as a testee error. */
+static int end_missing(const object *ob) {
+  return (ob->kind == OBJ_SENDER || ob->kind == OBJ_RECEIVER) && !ob->tx && !ob->rx;
+}
+
+/* The name of a lock owner or limiter borrower, written as a JSON value. */
+static void write_owner(int kind, uint64_t id) {
+  if (kind == BRAID_OWNER_NONE) {
+    fputs("null", stdout);
+    return;
+  }
+  if (kind == BRAID_OWNER_TASK)
+    for (const tctx *t = g_tasks; t; t = t->next_alloc)
+      if (t->id == id) {
+        json_write_string(stdout, t->name);
+        return;
+      }
+  if (kind == BRAID_OWNER_FOREIGN && id >= 1 && id <= g_ntokens) {
+    json_write_string(stdout, g_tokens[id - 1]);
+    return;
+  }
+  printf("\"%s:%" PRIu64 "\"",
+         kind == BRAID_OWNER_TASK     ? "task"
+         : kind == BRAID_OWNER_THREAD ? "thread"
+                                      : "foreign",
+         id);
+}
+
+static void write_lock_stats(const braid_lock_stats *ls) {
+  printf("{\"locked\":%s,\"owner\":", ls->locked ? "true" : "false");
+  write_owner(ls->locked ? ls->owner_kind : BRAID_OWNER_NONE, ls->owner_id);
+  printf(",\"waiting\":%zu}", ls->waiting);
+}
+
+/* Limiter borrowers, sorted by name (their order is unspecified). */
+typedef struct borrower {
+  char name[96];
+} borrower;
+
+static int cmp_borrower(const void *a, const void *b) {
+  return strcmp(((const borrower *)a)->name, ((const borrower *)b)->name);
+}
+
+static int write_borrowers(braid_limiter *lim) {
+  size_t n = 16;
+  int *kinds = NULL;
+  uint64_t *ids = NULL;
+  long got;
+  for (;;) {
+    kinds = xcalloc(n, sizeof *kinds);
+    ids = xcalloc(n, sizeof *ids);
+    got = braid_limiter_borrowers(lim, kinds, ids, n);
+    if (got < 0) {
+      free(kinds);
+      free(ids);
+      return (int)got;
+    }
+    if ((size_t)got <= n) break;
+    free(kinds);
+    free(ids);
+    n = (size_t)got;
+  }
+  borrower *bs = xcalloc((size_t)got, sizeof *bs);
+  for (long i = 0; i < got; i++) {
+    /* the name as write_owner would write it, without the quotes */
+    const char *name = NULL;
+    if (kinds[i] == BRAID_OWNER_TASK)
+      for (const tctx *t = g_tasks; t && !name; t = t->next_alloc)
+        if (t->id == ids[i]) name = t->name;
+    if (!name && kinds[i] == BRAID_OWNER_FOREIGN && ids[i] >= 1 && ids[i] <= g_ntokens) name = g_tokens[ids[i] - 1];
+    if (name)
+      snprintf(bs[i].name, sizeof bs[i].name, "%s", name);
+    else
+      snprintf(bs[i].name, sizeof bs[i].name, "%s:%" PRIu64,
+               kinds[i] == BRAID_OWNER_TASK     ? "task"
+               : kinds[i] == BRAID_OWNER_THREAD ? "thread"
+                                                : "foreign",
+               ids[i]);
+  }
+  qsort(bs, (size_t)got, sizeof *bs, cmp_borrower);
+  fputc('[', stdout);
+  for (long i = 0; i < got; i++) {
+    if (i) fputc(',', stdout);
+    json_write_string(stdout, bs[i].name);
+  }
+  fputc(']', stdout);
+  free(bs);
+  free(kinds);
+  free(ids);
+  return 0;
+}
+
+/* statistics: one `stats` event with a compact object (README.md). */
+static outcome sync_statistics(tctx *tc, const op *o) {
+  object *ob = obj_of(o);
+  int rc = 0;
+  if (end_missing(ob)) return internal(tc, "scenario: channel end used before its clone ran", BRAID_EINVAL);
+  /* Fetch everything first, so that a failing call prints no half event. */
+  braid_lock_stats ls = {sizeof ls, 0, 0, 0, 0};
+  braid_semaphore_stats ss = {sizeof ss, 0, 0, 0};
+  braid_event_stats es = {sizeof es, 0, 0};
+  braid_condition_stats cs;
+  braid_limiter_stats lims = {sizeof lims, 0, 0, 0};
+  braid_channel_stats chs;
+  memset(&cs, 0, sizeof cs);
+  cs.size = sizeof cs;
+  cs.lock.size = sizeof cs.lock;
+  memset(&chs, 0, sizeof chs);
+  chs.size = sizeof chs;
+  switch (ob->kind) {
+  case OBJ_LOCK:
+    rc = braid_lock_statistics(ob->lock, &ls);
+    break;
+  case OBJ_SEMAPHORE:
+    rc = braid_semaphore_statistics(ob->sem, &ss);
+    break;
+  case OBJ_EVENT:
+    rc = braid_event_statistics(ob->event, &es);
+    break;
+  case OBJ_CONDITION:
+    rc = braid_condition_statistics(ob->cond, &cs);
+    break;
+  case OBJ_LIMITER:
+    rc = braid_limiter_statistics(ob->lim, &lims);
+    break;
+  case OBJ_SENDER:
+    rc = braid_sender_statistics(ob->tx, &chs);
+    break;
+  case OBJ_RECEIVER:
+    rc = braid_receiver_statistics(ob->rx, &chs);
+    break;
+  default:
+    rc = BRAID_EINVAL;
+  }
+  if (rc == BRAID_ECLOSED) return sync_failure(tc, o, rc); /* a closed end */
+  if (rc != 0) return internal(tc, "statistics", rc);
+  ev_object(tc, "stats", o);
+  fputs(",\"stats\":", stdout);
+  switch (ob->kind) {
+  case OBJ_LOCK:
+    write_lock_stats(&ls);
+    break;
+  case OBJ_SEMAPHORE:
+    printf("{\"value\":%" PRIu64 ",\"max\":", ss.value);
+    if (ss.max)
+      printf("%" PRIu64, ss.max);
+    else
+      fputs("null", stdout);
+    printf(",\"waiting\":%zu}", ss.waiting);
+    break;
+  case OBJ_EVENT:
+    printf("{\"set\":%s,\"waiting\":%zu}", es.set ? "true" : "false", es.waiting);
+    break;
+  case OBJ_CONDITION:
+    printf("{\"waiting\":%zu,\"lock\":", cs.waiting);
+    write_lock_stats(&cs.lock);
+    fputc('}', stdout);
+    break;
+  case OBJ_LIMITER:
+    printf("{\"total\":%" PRIu64 ",\"borrowed\":%" PRIu64 ",\"waiting\":%zu,\"borrowers\":", lims.total, lims.borrowed,
+           lims.waiting);
+    rc = write_borrowers(ob->lim);
+    fputc('}', stdout);
+    break;
+  default:
+    printf("{\"buffered\":%zu,\"max_buffer\":", chs.buffered);
+    if (chs.max_buffer == BRAID_UNBOUNDED)
+      fputs("\"inf\"", stdout);
+    else
+      printf("%zu", chs.max_buffer);
+    printf(",\"open_senders\":%zu,\"open_receivers\":%zu,\"waiting_send\":%zu,\"waiting_receive\":%zu}",
+           chs.open_senders, chs.open_receivers, chs.waiting_send, chs.waiting_receive);
+    break;
+  }
+  ev_end();
+  if (rc != 0) return internal(tc, "limiter_borrowers", rc);
+  return out_ok();
+}
+
+/* The synchronization ops that do not block. */
+static outcome sync_simple(tctx *tc, const op *o) {
+  object *ob = obj_of(o);
+  void *item = NULL;
+  int rc;
+  if (o->kind == OP_STATISTICS) return sync_statistics(tc, o);
+  if (end_missing(ob)) return internal(tc, "scenario: channel end used before its clone ran", BRAID_EINVAL);
+  switch (o->kind) {
+  case OP_ACQUIRE_NOWAIT:
+    if (ob->kind == OBJ_LOCK)
+      rc = braid_lock_acquire_nowait(tc->self, ob->lock);
+    else if (ob->kind == OBJ_SEMAPHORE)
+      rc = braid_semaphore_acquire_nowait(ob->sem);
+    else
+      rc = braid_limiter_acquire_nowait(tc->self, ob->lim, o->token);
+    break;
+  case OP_RELEASE:
+    if (ob->kind == OBJ_LOCK)
+      rc = braid_lock_release(tc->self, ob->lock);
+    else if (ob->kind == OBJ_SEMAPHORE)
+      rc = braid_semaphore_release(ob->sem);
+    else
+      rc = braid_limiter_release(tc->self, ob->lim, o->token);
+    break;
+  case OP_SET:
+    rc = braid_event_set(ob->event);
+    break;
+  case OP_NOTIFY:
+    rc = braid_condition_notify(tc->self, ob->cond, (size_t)o->count);
+    break;
+  case OP_NOTIFY_ALL:
+    rc = braid_condition_notify_all(tc->self, ob->cond);
+    break;
+  case OP_SET_TOTAL:
+    rc = braid_limiter_set_total(ob->lim, o->count);
+    break;
+  case OP_SEND_NOWAIT:
+    rc = braid_channel_send_nowait(ob->tx, o->value);
+    break;
+  case OP_RECEIVE_NOWAIT:
+    rc = braid_channel_receive_nowait(ob->rx, &item);
+    break;
+  case OP_CLOSE_SENDER:
+    rc = braid_sender_close(ob->tx); /* idempotent */
+    break;
+  case OP_CLOSE_RECEIVER:
+    rc = braid_receiver_close(ob->rx);
+    break;
+  case OP_CLONE_SENDER:
+    rc = braid_sender_clone(ob->tx, &g_objs[o->as_obj].tx);
+    break;
+  case OP_CLONE_RECEIVER:
+    rc = braid_receiver_clone(ob->rx, &g_objs[o->as_obj].rx);
+    break;
+  default:
+    return internal(tc, "not a simple synchronization op", BRAID_EINVAL);
+  }
+  return rc == 0 ? sync_success(tc, o, item) : sync_failure(tc, o, rc);
+}
+
+/* The braid call of a blocking synchronization op. */
+static int sync_block_begin(tctx *tc, const op *o) {
+  object *ob = obj_of(o);
+  if (end_missing(ob)) return BRAID_EINVAL; /* reported by sync_block_finish */
+  switch (o->kind) {
+  case OP_ACQUIRE:
+    if (ob->kind == OBJ_LOCK) return braid_lock_acquire(tc->self, ob->lock);
+    if (ob->kind == OBJ_SEMAPHORE) return braid_semaphore_acquire(tc->self, ob->sem);
+    if (o->token) return braid_limiter_acquire_on_behalf(tc->self, ob->lim, o->token);
+    return braid_limiter_acquire(tc->self, ob->lim);
+  case OP_WAIT:
+    if (ob->kind == OBJ_EVENT) return braid_event_wait(tc->self, ob->event);
+    return braid_condition_wait(tc->self, ob->cond);
+  case OP_SEND:
+    return braid_channel_send(tc->self, ob->tx, o->value);
+  default: /* OP_RECEIVE, OP_DRAIN */
+    tc->recv_item = NULL;
+    return braid_channel_receive(tc->self, ob->rx, &tc->recv_item);
+  }
+}
+
+/* The outcome of a blocking synchronization op. A drain that received an
+ * item sets *again: the op runs once more (`async for`), until the end of
+ * the stream ends it with ok. */
+static outcome sync_block_finish(tctx *tc, const op *o, int rc, int *again) {
+  void *item = tc->recv_item;
+  tc->recv_item = NULL;
+  if (end_missing(obj_of(o))) return internal(tc, "scenario: channel end used before its clone ran", rc);
+  if (rc != 0) {
+    if (o->kind == OP_DRAIN && rc == BRAID_EEOF) return out_ok();
+    return sync_failure(tc, o, rc);
+  }
+  outcome res = sync_success(tc, o, item);
+  if (o->kind == OP_DRAIN && res.kind == OUT_OK) *again = 1;
+  return res;
+}
+
 /* The braid call of a blocking op. On a stepped task it may return
  * BRAID_EPENDING; the outcome then arrives as the next step's resume. */
 static int block_begin(tctx *tc, const op *o) {
@@ -650,12 +1321,31 @@ static int block_begin(tctx *tc, const op *o) {
     if (child->stepped) return braid_group_start_stepped(g, tc->self, step_main, child, &so, &tc->start_value);
     return braid_group_start(g, tc->self, task_main, child, &so, &tc->start_value);
   }
+  case OP_ACQUIRE:
+  case OP_WAIT:
+  case OP_SEND:
+  case OP_RECEIVE:
+  case OP_DRAIN:
+    return sync_block_begin(tc, o);
   default:
     return BRAID_EINVAL;
   }
 }
 
-static outcome block_finish(tctx *tc, const op *o, int rc) {
+/* The outcome of a blocking op whose braid call returned (or resumed with)
+ * rc. *again is set when the op must run once more (drain). */
+static outcome block_finish(tctx *tc, const op *o, int rc, int *again) {
+  *again = 0;
+  switch (o->kind) {
+  case OP_ACQUIRE:
+  case OP_WAIT:
+  case OP_SEND:
+  case OP_RECEIVE:
+  case OP_DRAIN:
+    return sync_block_finish(tc, o, rc, again);
+  default:
+    break;
+  }
   if (o->kind == OP_START) {
     void *value = tc->start_value;
     tc->start_value = NULL;
@@ -702,16 +1392,19 @@ static outcome block_finish(tctx *tc, const op *o, int rc) {
 }
 
 static int is_blocking(op_kind k) {
-  return k == OP_SLEEP || k == OP_SLEEP_FOREVER || k == OP_CHECKPOINT || k == OP_SHIELDED_CHECKPOINT || k == OP_START;
+  return k == OP_SLEEP || k == OP_SLEEP_FOREVER || k == OP_CHECKPOINT || k == OP_SHIELDED_CHECKPOINT || k == OP_START ||
+         k == OP_ACQUIRE || k == OP_WAIT || k == OP_SEND || k == OP_RECEIVE || k == OP_DRAIN;
 }
 
 /* The ops that neither block nor nest. */
 static outcome run_simple(tctx *tc, const op *o) {
   int rc;
   switch (o->kind) {
-  case OP_CHECKPOINT_IF_CANCELLED:
+  case OP_CHECKPOINT_IF_CANCELLED: {
+    int again;
     rc = braid_checkpoint_if_cancelled(tc->self);
-    return block_finish(tc, o, rc);
+    return block_finish(tc, o, rc, &again);
+  }
   case OP_LOG:
     ev_begin(tc, "log");
     fputs(",\"msg\":", stdout);
@@ -760,9 +1453,40 @@ static outcome run_simple(tctx *tc, const op *o) {
     return rc == 0 ? out_ok() : internal(tc, "task_started", rc);
   case OP_FAIL:
     return out_error(o->text);
+  case OP_ACQUIRE_NOWAIT:
+  case OP_RELEASE:
+  case OP_SET:
+  case OP_NOTIFY:
+  case OP_NOTIFY_ALL:
+  case OP_SET_TOTAL:
+  case OP_SEND_NOWAIT:
+  case OP_RECEIVE_NOWAIT:
+  case OP_CLOSE_SENDER:
+  case OP_CLOSE_RECEIVER:
+  case OP_CLONE_SENDER:
+  case OP_CLONE_RECEIVER:
+  case OP_STATISTICS:
+    return sync_simple(tc, o);
   default:
     return internal(tc, "not a simple op", BRAID_EINVAL);
   }
+}
+
+/* try/except: an error with exactly one name listed in `except` is caught
+ * (a `caught` event; the outcome becomes ok), as `except NAME:` catches an
+ * exception. Cancellations and multi-errors (exception groups) pass. */
+static outcome try_except(tctx *tc, const op *o, outcome body) {
+  if (body.kind != OUT_ERROR || body.n != 1) return body;
+  for (size_t i = 0; i < o->nexcept; i++)
+    if (strcmp(o->except[i], body.errs[0]) == 0) {
+      ev_begin(tc, "caught");
+      fputs(",\"error\":", stdout);
+      json_write_string(stdout, body.errs[0]);
+      ev_end();
+      out_free(&body);
+      return out_ok();
+    }
+  return body;
 }
 
 /* try/finally: an outcome of the finally block other than ok replaces the
@@ -804,6 +1528,7 @@ static int task_finish(tctx *tc, outcome res) {
 
 static void task_begin(tctx *tc, braid_task *self) {
   tc->self = self;
+  tc->id = braid_task_id(self);
   if (tc->is_root) g_start = braid_now(self);
   ev_begin(tc, "start");
   ev_end();
@@ -825,11 +1550,17 @@ static outcome run_op(tctx *tc, const op *o) {
     if (!group_open(tc, o, &err)) return err;
     return group_close_finish(tc, o, group_close_begin(o, run_list(tc, &o->body)));
   case OP_TRY: {
-    outcome body = run_list(tc, &o->body);
+    outcome body = try_except(tc, o, run_list(tc, &o->body));
     return try_combine(body, run_list(tc, &o->finally));
   }
   default:
-    if (is_blocking(o->kind)) return block_finish(tc, o, block_begin(tc, o));
+    if (is_blocking(o->kind)) {
+      for (;;) {
+        int again;
+        outcome res = block_finish(tc, o, block_begin(tc, o), &again);
+        if (!again) return res;
+      }
+    }
     return run_simple(tc, o);
   }
 }
@@ -925,7 +1656,7 @@ static int run_machine(tctx *tc) {
       }
       case FR_TRY:
         if (!f->in_finally) {
-          f->saved = m->res;
+          f->saved = try_except(tc, f->op, m->res);
           f->in_finally = 1;
           push(m, FR_LIST, NULL, &f->op->finally);
         } else {
@@ -971,7 +1702,9 @@ static int run_machine(tctx *tc) {
           m->pending = o;
           return BRAID_EPENDING;
         }
-        deliver(m, block_finish(tc, o, rc)); /* decided without waiting */
+        int again;
+        outcome res = block_finish(tc, o, rc, &again); /* decided without waiting */
+        if (!again) deliver(m, res);                   /* else the same op runs again */
       } else {
         deliver(m, run_simple(tc, o));
       }
@@ -995,7 +1728,9 @@ static int step_main(braid_task *self, void *ctx, int resume) {
       m->depth--; /* the GROUP frame */
       deliver(m, group_close_finish(tc, o, resume));
     } else {
-      deliver(m, block_finish(tc, o, resume));
+      int again;
+      outcome res = block_finish(tc, o, resume, &again);
+      if (!again) deliver(m, res); /* else run_machine runs the same op again */
     }
   } else {
     deliver(m, internal(tc, "step without a pending wait", resume));
@@ -1006,6 +1741,86 @@ static int step_main(braid_task *self, void *ctx, int resume) {
 /* ======================================================================
  * main
  * ==================================================================== */
+
+/* Creates the declared objects before the run (they belong to no loop). */
+static void create_objects(void) {
+  for (size_t i = 0; i < g_nobjs; i++) {
+    object *ob = &g_objs[i];
+    const json_value *d = ob->decl;
+    int rc = 0;
+    switch (ob->kind) {
+    case OBJ_LOCK:
+      rc = braid_lock_new(&ob->lock);
+      break;
+    case OBJ_SEMAPHORE:
+      rc = braid_semaphore_new(member_count(d, "initial", 1, ob->id), member_count(d, "max", 0, ob->id), &ob->sem);
+      break;
+    case OBJ_EVENT:
+      rc = braid_event_new(&ob->event);
+      break;
+    case OBJ_CONDITION:
+      rc = braid_condition_new(g_objs[ob->lock_obj].lock, &ob->cond);
+      break;
+    case OBJ_LIMITER:
+      rc = braid_limiter_new(member_count(d, "total", 1, ob->id), &ob->lim);
+      break;
+    case OBJ_CHANNEL: {
+      const json_value *b = member(d, "buffer", JSON_NUMBER, 1, ob->id);
+      size_t buffer = b->type == JSON_NULL ? BRAID_UNBOUNDED : (size_t)member_count(d, "buffer", 1, ob->id);
+      /* the ends ID.tx and ID.rx follow the channel in g_objs */
+      rc = braid_channel_new(buffer, NULL, &g_objs[i + 1].tx, &g_objs[i + 2].rx);
+      break;
+    }
+    default: /* ends: made with their channel or by a clone op */
+      break;
+    }
+    if (rc != 0) die("%s: creating the object failed: %s", ob->id, braid_errname(rc));
+  }
+}
+
+/* Frees the objects after the run: ends first, conditions before locks. A
+ * free that fails (say, a lock the scenario left held) is reported on
+ * stderr only: the trace is complete by then. */
+static void free_objects(void) {
+  static const obj_kind order[] = {OBJ_SENDER,    OBJ_RECEIVER, OBJ_CONDITION, OBJ_LOCK,
+                                   OBJ_SEMAPHORE, OBJ_EVENT,    OBJ_LIMITER};
+  for (size_t k = 0; k < sizeof order / sizeof order[0]; k++)
+    for (size_t i = 0; i < g_nobjs; i++) {
+      object *ob = &g_objs[i];
+      if (ob->kind != order[k]) continue;
+      int rc = 0;
+      switch (ob->kind) {
+      case OBJ_SENDER:
+        if (ob->tx) rc = braid_sender_free(ob->tx);
+        break;
+      case OBJ_RECEIVER:
+        if (ob->rx) rc = braid_receiver_free(ob->rx);
+        break;
+      case OBJ_CONDITION:
+        rc = braid_condition_free(ob->cond);
+        break;
+      case OBJ_LOCK:
+        rc = braid_lock_free(ob->lock);
+        break;
+      case OBJ_SEMAPHORE:
+        rc = braid_semaphore_free(ob->sem);
+        break;
+      case OBJ_EVENT:
+        rc = braid_event_free(ob->event);
+        break;
+      case OBJ_LIMITER:
+        rc = braid_limiter_free(ob->lim);
+        break;
+      default:
+        break;
+      }
+      if (rc != 0) fprintf(stderr, "braid_testee: freeing %s: %s\n", ob->id, braid_errname(rc));
+    }
+  for (size_t i = 0; i < g_nobjs; i++)
+    free(g_objs[i].id);
+  free(g_objs);
+  free(g_tokens);
+}
 
 static void usage(void) {
   fputs("usage: braid_testee [--stackful | --stepped | --mixed] SCENARIO.json\n", stderr);
@@ -1032,8 +1847,10 @@ int main(int argc, char **argv) {
   g_doc = json_parse_file(path, err, sizeof err);
   if (!g_doc) die("%s: %s", path, err);
   op_list root_ops = {0};
+  compile_objects(json_get(g_doc, "objects"));
   compile_list(member(g_doc, "root", JSON_ARRAY, 1, "scenario"), &root_ops, "root");
   resolve_list(&root_ops);
+  create_objects();
 
   tctx *root = tctx_new("root", &root_ops, g_mode == MODE_STEPPED);
   root->is_root = 1;
@@ -1059,6 +1876,7 @@ int main(int argc, char **argv) {
     if (g_reg[i].scope) braid_scope_unref(g_reg[i].scope);
   }
   free(g_reg);
+  free_objects();
   while (g_tasks) {
     tctx *next = g_tasks->next_alloc;
     free(g_tasks->m.frames);
