@@ -14,9 +14,12 @@ default print a table grouped by bench with a "vs braid" column:
 import json
 import sys
 
-# Units where a larger number is better; every other unit (ns/op, ms,
-# bytes/task, ...) is a cost, so lower is better.
-HIGHER_IS_BETTER = {"ops/s", "ops/sec", "tasks/s", "msgs/s"}
+
+# Units where a larger number is better: rates, "<thing>/s" (msg/s, ops/s,
+# ...) or "ops/sec". Every other unit (ns/op, ms, bytes/task, ...) is a cost,
+# so lower is better.
+def higher_is_better(unit):
+    return unit.endswith("/s") or unit.endswith("/sec")
 
 
 def load(stream):
@@ -64,7 +67,7 @@ def table(rows):
             ratio = "-"
             if base and base["unit"] == r["unit"] and float(base["median"]) != 0:
                 ratio = f"{float(r['median']) / float(base['median']):.2f}x"
-            better = "higher" if r["unit"] in HIGHER_IS_BETTER else "lower"
+            better = "higher" if higher_is_better(r["unit"]) else "lower"
             # bench name and direction are printed once per group
             out.append((bench if i == 0 else "", r["impl"], fmt_num(float(r["median"])),
                         r["unit"], ratio, better if i == 0 else ""))

@@ -197,7 +197,7 @@ static int job_abort(braid_task *t) {
   if (!(j->flags & BRAID_ABANDON_ON_CANCEL)) return 0; /* wait for fn to return */
   int exp = JOB_RUNNING;
   if (!atomic_compare_exchange_strong(&j->state, &exp, JOB_ABANDONED)) return 0; /* done: wake on its way */
-  t->job = NULL; /* the worker frees it */
+  t->job = NULL;                                                                 /* the worker frees it */
   return 1;
 }
 
@@ -359,7 +359,8 @@ void braid__ext_done(braid_task *t, int rc) {
   braid_scope *s = r->scope;
   s->state = BRAID__SCOPE_EXITED;
   atomic_store(&s->loop, NULL);
-  while (atomic_load(&s->remote_busy)) sched_yield();
+  while (atomic_load(&s->remote_busy))
+    sched_yield();
   request_done(r, rc);
 }
 
@@ -401,7 +402,7 @@ static void request_done(braid__request *r, int result) {
     return;
   }
   braid__thread_poke(r->caller);
-  atomic_store_explicit(&r->notified, 1, memory_order_release); /* last access */
+  braid__notify(&r->notified); /* last access */
 }
 
 static int from_thread(braid_loop *loop, braid__request *r) {
@@ -446,7 +447,7 @@ static int from_thread(braid_loop *loop, braid__request *r) {
     }
     braid__futex_wait(&th->futex, seen, cancel_sent ? BRAID_NEVER : braid__thread_deadline(th));
   }
-  while (!atomic_load_explicit(&r->notified, memory_order_acquire)) braid__cpu_relax();
+  braid__await_notified(&r->notified);
   if (r->scope) {
     braid_scope_unref(r->scope);
     braid_scope_unref(r->scope);

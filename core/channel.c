@@ -122,7 +122,7 @@ static void channel_free(braid__channel *c) {
 
 /* Lock held: deliver `item` without waiting if possible. Returns 0,
  * BRAID_EBROKEN, BRAID_ENOMEM, or BRAID_EWOULDBLOCK. */
-static int try_send(braid__channel *c, void *item, braid__link *wl) {
+static inline int try_send(braid__channel *c, void *item, braid__link *wl) {
   if (!c->open_rx) return BRAID_EBROKEN;
   if (c->nreceivers_waiting) {
     braid__waiter *r = BRAID__CONTAINER(c->receivers.next, braid__waiter, link);
@@ -141,9 +141,6 @@ int braid_channel_send(braid_task *task, braid_sender *tx, void *item) {
   if (!c) return BRAID_ECLOSED;
   int rc = braid__wait_check(task);
   if (rc) return rc;
-  braid__waiter sw, *w;
-  rc = braid__wait_prepare(task, &w, &sw);
-  if (rc) return rc;
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
@@ -152,6 +149,12 @@ int braid_channel_send(braid_task *task, braid_sender *tx, void *item) {
     braid__spin_unlock(&c->base.lock);
     braid__wake_list(&wl);
     return rc == 0 ? braid__done_yield(task, 0) : rc;
+  }
+  braid__waiter sw, *w;
+  rc = braid__wait_prepare(task, &w, &sw);
+  if (rc) {
+    braid__spin_unlock(&c->base.lock);
+    return rc;
   }
   w->item = item;
   w->flags |= WF_SENDER;
@@ -205,7 +208,7 @@ int braid_channel_send_cb(braid_sender *tx, void *item, braid_wait_cb cb, void *
 
 /* Lock held: take an item without waiting if possible. Returns 0,
  * BRAID_EEOF or BRAID_EWOULDBLOCK. */
-static int try_receive(braid__channel *c, void **item, braid__link *wl) {
+static inline int try_receive(braid__channel *c, void **item, braid__link *wl) {
   if (c->len) {
     *item = ring_pop(c);
     if (c->nsenders_waiting) { /* refill from the first waiting sender */
@@ -233,9 +236,6 @@ int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item) {
   if (!c) return BRAID_ECLOSED;
   int rc = braid__wait_check(task);
   if (rc) return rc;
-  braid__waiter sw, *w;
-  rc = braid__wait_prepare(task, &w, &sw);
-  if (rc) return rc;
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
@@ -244,6 +244,12 @@ int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item) {
     braid__spin_unlock(&c->base.lock);
     braid__wake_list(&wl);
     return rc == 0 ? braid__done_yield(task, 0) : rc;
+  }
+  braid__waiter sw, *w;
+  rc = braid__wait_prepare(task, &w, &sw);
+  if (rc) {
+    braid__spin_unlock(&c->base.lock);
+    return rc;
   }
   w->item = item;
   braid__list_push(&c->receivers, &w->link);

@@ -203,10 +203,10 @@ struct braid_task {
 
 /* ---- per-thread state ---- */
 struct braid__thread {
-  braid_loop *loop;   /* the loop this thread runs, if any */
-  braid_scope *scope; /* innermost scope of a plain thread */
-  atomic_uint futex;  /* bumped to wake the thread when it waits (sync.h) */
-  uint64_t id;        /* braid_thread_id(), assigned on first use */
+  braid_loop *loop;      /* the loop this thread runs, if any */
+  braid_scope *scope;    /* innermost scope of a plain thread */
+  atomic_uint futex;     /* bumped to wake the thread when it waits (sync.h) */
+  uint64_t id;           /* braid_thread_id(), assigned on first use */
   atomic_int *inherited; /* a worker: the cancel flag of the task it runs for */
 };
 
@@ -217,7 +217,8 @@ extern BRAID__HIDDEN BRAID__TLS braid_task *braid__tls_current;
 struct braid_loop {
   braid__fiber sched; /* the scheduler's own context (the braid_run stack) */
   braid_task *runq_head, *runq_tail;
-  int budget; /* tasks the current batch may still run without the scheduler */
+  int budget;                 /* tasks the current batch may still run without the scheduler */
+  int coop_budget, coop_left; /* schedule point every coop_budget non-waiting operations */
   int virtual_clock;
   braid_time_t vnow;
   braid__heap heap;
@@ -245,11 +246,11 @@ struct braid_loop {
   pthread_mutex_t remote_mu;
   braid_scope *remote_head;                          /* scopes cancelled from other threads (each holds a reference) */
   braid_task *remote_tasks_head, *remote_tasks_tail; /* tasks woken from other threads */
-  struct braid_wait *deferred_cbs; /* callbacks completed on a task stack, run by the scheduler */
-  braid__link requests;            /* from other threads: tasks to start, functions to run */
-  braid__link ext_live;            /* requests whose task is running */
-  int closed;                      /* under remote_mu: no more requests */
-  atomic_int refs;                 /* braid_loop_ref */
+  struct braid_wait *deferred_cbs;                   /* callbacks completed on a task stack, run by the scheduler */
+  braid__link requests;                              /* from other threads: tasks to start, functions to run */
+  braid__link ext_live;                              /* requests whose task is running */
+  int closed;                                        /* under remote_mu: no more requests */
+  atomic_int refs;                                   /* braid_loop_ref */
   braid_limiter *default_limiter;
   /* libuv */
   uv_loop_t uv;
@@ -268,7 +269,8 @@ BRAID__HIDDEN void braid__wake(braid_task *t, int resume);
 BRAID__HIDDEN int braid__suspend(braid_task *t);
 BRAID__HIDDEN int braid__yield_cancelled(braid_task *t);
 BRAID__HIDDEN int braid__after_wake(braid_task *t);
-BRAID__HIDDEN int braid__check_running(const braid_task *t);
+/* 0 if t is the task running on this thread, else the error to return. */
+static inline int braid__check_running(const braid_task *t);
 BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,
                                   braid_task **out);
 BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);
@@ -295,5 +297,12 @@ BRAID__HIDDEN void braid__stack_put(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__stack_cache_free(braid_loop *loop);
 BRAID__HIDDEN void braid__stack_cache_trim(braid_loop *loop);
 BRAID__HIDDEN size_t braid__page_size(void);
+
+static inline int braid__check_running(const braid_task *t) {
+  if (BRAID__UNLIKELY(!t)) return BRAID_EINVAL;
+  if (BRAID__UNLIKELY(t->loop != braid__tls.loop)) return BRAID_ETHREAD;
+  if (BRAID__UNLIKELY(t != braid__tls_current || t->state != BRAID__T_RUNNING)) return BRAID_ESTATE;
+  return 0;
+}
 
 #endif

@@ -32,6 +32,7 @@
 #include "sync.h"
 
 #define BRAID__BATCH 64
+#define BRAID__COOP_BUDGET 64
 #define BRAID__DEFAULT_STACK (256u * 1024u)
 #define BRAID__MIN_STACK (16u * 1024u)
 #define BRAID__MAX_STACK ((size_t)1 << 30)
@@ -252,13 +253,6 @@ void braid__task_main(void) {
 }
 
 /* ---- switching ---- */
-
-int braid__check_running(const braid_task *t) {
-  if (!t) return BRAID_EINVAL;
-  if (t->loop != braid__tls.loop) return BRAID_ETHREAD;
-  if (t != braid__tls_current || t->state != BRAID__T_RUNNING) return BRAID_ESTATE;
-  return 0;
-}
 
 /* Leave the running stackful task `self` (its wait is registered, or it is
  * dying) and run the next ready stackful task of the batch directly — giving
@@ -521,6 +515,7 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
     if (o.clock != BRAID_CLOCK_REAL && o.clock != BRAID_CLOCK_VIRTUAL) return BRAID_EINVAL;
     if (o.on_fd && o.watch_fd < 0) return BRAID_EINVAL;
     if (o.stack_size > BRAID__MAX_STACK) return BRAID_EINVAL;
+    if (o.coop_budget > 1000000) return BRAID_EINVAL;
   }
   if (braid__tls.loop) return BRAID_ESTATE;
   braid_loop *loop = braid__calloc(sizeof *loop);
@@ -530,6 +525,7 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
   braid__list_init(&loop->ext_live);
   loop->opts = o;
   loop->virtual_clock = o.clock == BRAID_CLOCK_VIRTUAL;
+  loop->coop_budget = loop->coop_left = o.coop_budget ? (int)o.coop_budget : BRAID__COOP_BUDGET;
   loop->vnow = o.start_time;
   size_t page = braid__page_size();
   size_t stack = o.stack_size ? o.stack_size : BRAID__DEFAULT_STACK;

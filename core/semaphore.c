@@ -211,14 +211,15 @@ int braid_event_wait(braid_task *task, braid_event *e) {
   if (!e) return BRAID_EINVAL;
   int rc = braid__wait_check(task);
   if (rc) return rc;
-  if (atomic_load_explicit(&e->set, memory_order_acquire)) return braid__done_yield(task, 0);
+  /* set: still a checkpoint, always a schedule point */
+  if (atomic_load_explicit(&e->set, memory_order_acquire)) return task ? braid__yield_value(task, 0) : 0;
   braid__waiter sw, *w;
   rc = braid__wait_prepare(task, &w, &sw);
   if (rc) return rc;
   braid__spin_lock(&e->base.lock);
   if (atomic_load_explicit(&e->set, memory_order_relaxed)) {
     braid__spin_unlock(&e->base.lock);
-    return braid__done_yield(task, 0);
+    return task ? braid__yield_value(task, 0) : 0;
   }
   braid__list_push(&e->queue, &w->link);
   e->waiting++;

@@ -126,7 +126,10 @@ static inline void braid__complete(braid__link *wl, braid__waiter *w, int result
 }
 
 /* Wake every waiter of a wake list (prim lock released). */
-BRAID__HIDDEN void braid__wake_list(braid__link *wl);
+BRAID__HIDDEN void braid__wake_list_slow(braid__link *wl);
+static inline void braid__wake_list(braid__link *wl) {
+  if (wl->next != wl) braid__wake_list_slow(wl);
+}
 
 /* Prepare the waiter of a blocking call by `task` (NULL: the calling
  * thread). Returns 0, or an error to return to the caller (ETHREAD, ESTATE,
@@ -139,19 +142,35 @@ BRAID__HIDDEN int braid__wait_prepare(braid_task *task, braid__waiter **w, braid
 BRAID__HIDDEN int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid__link *wl);
 
 /* Common entry checks of a blocking call: validity, thread rules, and a
- * cancelled caller (a task then yields and gets ECANCELED: *yielded = 1
- * and the return value is the yield's result). */
-BRAID__HIDDEN int braid__wait_check(braid_task *task);
+ * cancelled caller (a task then yields and the result is ECANCELED, or
+ * EPENDING on a stepped task). 0: go on. */
+BRAID__HIDDEN int braid__wait_check_thread(void);
+static inline int braid__wait_check(braid_task *task) {
+  if (!task) return braid__wait_check_thread();
+  int rc = braid__check_running(task);
+  if (BRAID__UNLIKELY(rc)) return rc;
+  if (BRAID__UNLIKELY(braid__scope_eff_cancelled(task->scope))) return braid__yield_cancelled(task);
+  return 0;
+}
 
-/* A task that completed its operation without waiting: still a schedule
- * point, and not cancellable (Trio's cancel_shielded_checkpoint). Threads:
- * nothing. */
-BRAID__HIDDEN int braid__done_yield(braid_task *task, int rc);
+/* A task that completed its operation without waiting: a schedule point
+ * that cannot fail (Trio's cancel_shielded_checkpoint), taken once every
+ * coop_budget such operations of the loop. Threads: nothing. */
+BRAID__HIDDEN int braid__done_yield_slow(braid_task *task, int rc);
+static inline int braid__done_yield(braid_task *task, int rc) {
+  if (!task || --task->loop->coop_left > 0) return rc;
+  return braid__done_yield_slow(task, rc);
+}
+
+/* A schedule point that cannot fail, resuming with rc (always yields). */
+BRAID__HIDDEN int braid__yield_value(braid_task *task, int rc);
 
 /* Thread cancellation (plain threads' own scopes, a worker's task). */
 BRAID__HIDDEN bool braid__thread_cancelled(braid__thread *th);
 BRAID__HIDDEN braid_time_t braid__thread_deadline(braid__thread *th);
 BRAID__HIDDEN void braid__thread_poke(braid__thread *th);
+BRAID__HIDDEN void braid__notify(atomic_int *flag);
+BRAID__HIDDEN void braid__await_notified(atomic_int *flag);
 BRAID__HIDDEN void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline);
 BRAID__HIDDEN int braid__thread_sleep_until(braid_time_t when);
 

@@ -63,6 +63,32 @@ static void futex_wake(atomic_uint *addr) {
   syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/* The "last access" handshake between a waker and a thread that must not
+ * return (and free what the waker still touches) too early: the waker calls
+ * braid__notify as its last access; the thread spins briefly in
+ * braid__await_notified, then sleeps on the flag itself (state 2), and the
+ * waker wakes it only in that case. The futex_wake after the store touches
+ * no memory: at worst it wakes nobody. */
+void braid__notify(atomic_int *flag) {
+  if (atomic_exchange_explicit(flag, 1, memory_order_release) == 2)
+    syscall(SYS_futex, (int *)flag, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+void braid__await_notified(atomic_int *flag) {
+  for (int i = 0; i < 200; i++) {
+    if (atomic_load_explicit(flag, memory_order_acquire) == 1) return;
+    braid__cpu_relax();
+  }
+  for (;;) {
+    int v = 0;
+    if (atomic_compare_exchange_strong(flag, &v, 2) || v == 2)
+      syscall(SYS_futex, (int *)flag, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    else if (v == 1)
+      return;
+    if (atomic_load_explicit(flag, memory_order_acquire) == 1) return;
+  }
+}
+
 void braid__thread_poke(braid__thread *th) {
   atomic_fetch_add(&th->futex, 1);
   futex_wake(&th->futex);
@@ -98,21 +124,20 @@ braid_time_t braid__thread_deadline(braid__thread *th) {
 
 /* ---- entry checks ---- */
 
-int braid__wait_check(braid_task *task) {
-  if (task) {
-    int rc = braid__check_running(task);
-    if (rc) return rc;
-    if (braid__scope_eff_cancelled(task->scope)) return braid__yield_cancelled(task);
-    return 0;
-  }
+int braid__wait_check_thread(void) {
   braid__thread *th = &braid__tls;
   if (th->loop) return BRAID_ETHREAD; /* would block the loop: pass the task */
   if (braid__thread_cancelled(th)) return BRAID_ECANCELED;
   return 0;
 }
 
-int braid__done_yield(braid_task *task, int rc) {
-  if (!task) return rc;
+int braid__done_yield_slow(braid_task *task, int rc) {
+  braid_loop *loop = task->loop;
+  loop->coop_left = loop->coop_budget;
+  return braid__yield_value(task, rc);
+}
+
+int braid__yield_value(braid_task *task, int rc) {
   task->resume_mode = BRAID__RESUME_VALUE;
   task->resume = rc;
   braid__make_ready(task->loop, task);
@@ -128,9 +153,16 @@ int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *st
     }
     w = task->waiter;
   }
-  memset(w, 0, sizeof *w);
+  /* Field by field: a memset of the waiter is a slow `rep stos`. */
   braid__list_init(&w->link);
   braid__list_init(&w->dl_link);
+  w->dl_lock_id = 0;
+  w->item = NULL;
+  w->prim = NULL;
+  w->result = 0;
+  w->done = 0;
+  w->flags = 0;
+  atomic_init(&w->notified, 0);
   if (task) {
     w->kind = BRAID__W_TASK;
     w->who.task = task;
@@ -205,8 +237,7 @@ int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid_
     }
     braid__futex_wait(&th->futex, seen, (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : braid__thread_deadline(th));
   }
-  while (!atomic_load_explicit(&w->notified, memory_order_acquire))
-    braid__cpu_relax();
+  braid__await_notified(&w->notified);
   return w->result;
 }
 
@@ -229,7 +260,7 @@ void braid__post_wake(braid_task *t, int result) {
 
 static void cb_finish(braid_wait *h, int result);
 
-void braid__wake_list(braid__link *wl) {
+void braid__wake_list_slow(braid__link *wl) {
   braid__link *l = wl->next;
   while (l != wl) {
     braid__link *next = l->next; /* read first: the waiter may be gone after its wake */
@@ -248,7 +279,7 @@ void braid__wake_list(braid__link *wl) {
     case BRAID__W_THREAD: {
       braid__thread *th = w->who.thread;
       braid__thread_poke(th);
-      atomic_store_explicit(&w->notified, 1, memory_order_release);
+      braid__notify(&w->notified); /* last access to w */
       break;
     }
     default: {

@@ -190,6 +190,11 @@ typedef struct braid_run_opts {
    * becomes readable, on_fd(poll_ud) runs on the loop thread. */
   int watch_fd;
   void (*on_fd)(void *ud);
+  /* Synchronization operations that complete without waiting (a free lock,
+   * a channel with room) are cancellation points always, and schedule
+   * points once every coop_budget of them on this loop: 0 = 64 (the
+   * default), 1 = every time (Trio's exact scheduling), at most 1000000. */
+  unsigned coop_budget;
 } braid_run_opts;
 
 /**
@@ -678,7 +683,8 @@ BRAID_API int braid_lock_free(braid_lock *lock);
  * cycle of lock waits, see braid_debug_deadlock), BRAID_EINVAL, BRAID_ESTATE
  * (task not running), BRAID_ETHREAD, BRAID_ENOMEM (a stepped task's first
  * wait on any primitive allocates its waiter). A task that gets the lock
- * without waiting still yields once, not cancellably (as Trio and AnyIO do).
+ * without waiting does not fail, and yields once every coop_budget such
+ * operations (braid_run_opts).
  */
 BRAID_API int braid_lock_acquire(braid_task *task, braid_lock *lock);
 
@@ -1056,8 +1062,8 @@ typedef struct braid_portal braid_portal;
 typedef struct braid_future braid_future;
 
 typedef struct braid_portal_opts {
-  size_t size;   /* sizeof(braid_portal_opts) */
-  int clock;     /* BRAID_CLOCK_REAL (default) or _VIRTUAL */
+  size_t size; /* sizeof(braid_portal_opts) */
+  int clock;   /* BRAID_CLOCK_REAL (default) or _VIRTUAL */
   size_t stack_size;
 } braid_portal_opts;
 

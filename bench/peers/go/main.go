@@ -18,7 +18,29 @@
 //	                  repetition runs in a fresh child process so memory freed
 //	                  by an earlier repetition cannot be reused.
 //
-// Except for task_switch, benches use the default GOMAXPROCS (= CPU count).
+// Synchronization benches (bench/c/bench_sync.c is the braid side):
+//
+//	lock_uncontended_task  sync.Mutex Lock+Unlock in one goroutine; ns per
+//	                  pair.
+//	lock_pingpong     two goroutines under GOMAXPROCS(1) take turns holding
+//	                  one sync.Mutex: Lock, Gosched (the other one runs and
+//	                  blocks in Lock), Unlock, Gosched (the woken one takes
+//	                  it before the releaser can lock again). Nearly every
+//	                  Lock waits, but sync.Mutex does not hand over (outside
+//	                  starvation mode) and now and then the releaser runs
+//	                  first and barges back in (about 1 acquisition in 30 on
+//	                  the project's machine), so the time is divided by the
+//	                  acquisitions that actually changed hands; ns per
+//	                  hand-off of the mutex.
+//	channel_buffered  one goroutine sends ints into a chan of capacity 1024,
+//	                  another receives them, GOMAXPROCS(1); msg/s.
+//	channel_rendezvous  the same over an unbuffered chan; msg/s.
+//	task_thread_handoff  two goroutines ping-pong a token over two
+//	                  unbuffered channels with GOMAXPROCS(2) (goroutines are
+//	                  Go's tasks and its threads); ns per one-way hand-off.
+//
+// Except for task_switch, lock_pingpong and the channel benches, benches use
+// the default GOMAXPROCS (= CPU count).
 //
 // Usage: peers [--json] [--quick]   (--quick: ~10x fewer iterations for the
 // per-op benches; cancel_100k and idle_task_mem keep 100,000 goroutines)
@@ -137,6 +159,93 @@ func cancelAll(tasks int) float64 {
 	return float64(time.Since(start).Nanoseconds()) / 1e6
 }
 
+func lockUncontended(n int) float64 {
+	var mu sync.Mutex
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		mu.Lock()
+		mu.Unlock() //nolint:staticcheck // the empty critical section is the point
+	}
+	return nsPer(start, n)
+}
+
+// lockPingpong returns ns per hand-off of a mutex between two goroutines.
+func lockPingpong(n int) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	last, handoffs := -1, 0 // guarded by mu
+	wg.Add(2)
+	body := func(me int) {
+		for i := 0; i < n; i++ {
+			mu.Lock()
+			if last != me {
+				last = me
+				handoffs++
+			}
+			runtime.Gosched()
+			mu.Unlock()
+			runtime.Gosched()
+		}
+		wg.Done()
+	}
+	start := time.Now()
+	go body(0)
+	go body(1)
+	wg.Wait()
+	elapsed := time.Since(start)
+	if handoffs < n { // a few barges are normal (see the comment at the top)
+		fmt.Fprintf(os.Stderr, "lock_pingpong: only %d of %d acquisitions were hand-offs\n", handoffs, 2*n)
+	}
+	return float64(elapsed.Nanoseconds()) / float64(handoffs)
+}
+
+// channelThroughput returns messages per second from one goroutine to
+// another through a chan of capacity `buffer` (GOMAXPROCS(1)).
+func channelThroughput(n, buffer int) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	ch := make(chan int, buffer)
+	done := make(chan int)
+	go func() {
+		got := 0
+		for v := range ch {
+			if v != got {
+				panic("channel bench: out of order")
+			}
+			got++
+		}
+		done <- got
+	}()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		ch <- i
+	}
+	close(ch)
+	if got := <-done; got != n {
+		panic("channel bench: lost messages")
+	}
+	return float64(n) / time.Since(start).Seconds()
+}
+
+// taskThreadHandoff returns ns per one-way hand-off of a token between two
+// goroutines over two unbuffered channels (GOMAXPROCS(2)).
+func taskThreadHandoff(n int) float64 {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+	ping, pong := make(chan struct{}), make(chan struct{})
+	go func() {
+		for i := 0; i < n; i++ {
+			<-ping
+			pong <- struct{}{}
+		}
+	}()
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		ping <- struct{}{}
+		<-pong
+	}
+	return nsPer(start, 2*n)
+}
+
 func rssBytes() int64 {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
@@ -198,14 +307,14 @@ func main() {
 		scale = 10
 	}
 	if !*jsonOut {
-		fmt.Printf("%-18s %-6s %12s  %-10s %s\n", "bench", "impl", "median", "unit", "runs")
+		fmt.Printf("%-22s %-6s %12s  %-10s %s\n", "bench", "impl", "median", "unit", "runs")
 	}
 	report := func(bench, unit string, n int, median float64) {
 		if *jsonOut {
 			fmt.Printf("{\"bench\": %q, \"impl\": \"go\", \"unit\": %q, \"median\": %.2f, \"runs\": %d}\n",
 				bench, unit, median, n)
 		} else {
-			fmt.Printf("%-18s %-6s %12.2f  %-10s %d\n", bench, "go", median, unit, n)
+			fmt.Printf("%-22s %-6s %12.2f  %-10s %d\n", bench, "go", median, unit, n)
 		}
 	}
 
@@ -215,4 +324,9 @@ func main() {
 	report("scope_timeout", "ns/op", runs, measure(runs, func() float64 { return scopeTimeout(1_000_000 / scale) }))
 	report("cancel_100k", "ms", runs, measure(runs, func() float64 { return cancelAll(manyTasks) }))
 	report("idle_task_mem", "bytes/task", memRuns, measure(memRuns, func() float64 { return idleMem(manyTasks) }))
+	report("lock_uncontended_task", "ns/op", runs, measure(runs, func() float64 { return lockUncontended(20_000_000 / scale) }))
+	report("lock_pingpong", "ns/op", runs, measure(runs, func() float64 { return lockPingpong(1_000_000 / scale) }))
+	report("task_thread_handoff", "ns/op", runs, measure(runs, func() float64 { return taskThreadHandoff(200_000 / scale) }))
+	report("channel_buffered", "msg/s", runs, measure(runs, func() float64 { return channelThroughput(5_000_000/scale, 1024) }))
+	report("channel_rendezvous", "msg/s", runs, measure(runs, func() float64 { return channelThroughput(2_000_000/scale, 0) }))
 }

@@ -20,6 +20,23 @@
 //!   watch receiver, 100,000 tasks; bytes/task. Each repetition runs in a
 //!   fresh child process so memory freed earlier cannot be reused.
 //!
+//! Synchronization benches (bench/c/bench_sync.c is the braid side):
+//!
+//! - `lock_uncontended_task`: `tokio::sync::Mutex::lock().await` and drop of
+//!   the guard in one task; ns per pair (includes tokio's cooperative budget,
+//!   which makes every 128th acquisition yield).
+//! - `lock_pingpong`: two tasks take turns holding one tokio Mutex: lock,
+//!   `yield_now` while holding it (the other task runs and queues in
+//!   `lock`), drop. tokio's Mutex is fair (permits go to the first waiter),
+//!   so every acquisition but the first waits; ns per hand-off.
+//! - `channel_buffered`: one task sends `u64`s into `mpsc::channel(1024)`,
+//!   another receives them; msg/s.
+//! - `channel_rendezvous`: the same with `mpsc::channel(1)`: tokio has no
+//!   zero-capacity channel, so this is capacity 1, not a true rendezvous.
+//! - `task_thread_handoff`: a tokio task and a `std::thread` ping-pong a token
+//!   through two `mpsc::channel(1)`s, the thread side with `blocking_send` /
+//!   `blocking_recv`; ns per one-way hand-off.
+//!
 //! Usage: braid-bench-tokio [--json] [--quick]   (--quick: ~10x fewer
 //! iterations for the per-op benches; the 100,000-task benches keep 100,000)
 
@@ -27,7 +44,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use tokio::sync::{Mutex, mpsc, watch};
 use tokio::task::yield_now;
 
 const RUNS: usize = 5;
@@ -135,6 +152,99 @@ async fn cancel_all(tasks: usize) -> f64 {
     start.elapsed().as_secs_f64() * 1e3
 }
 
+async fn lock_uncontended(n: usize) -> f64 {
+    let m = Mutex::new(());
+    let start = Instant::now();
+    for _ in 0..n {
+        drop(m.lock().await);
+    }
+    ns_per(start, n)
+}
+
+/// Returns ns per hand-off of a Mutex between two tasks.
+async fn lock_pingpong(n: usize) -> f64 {
+    // (last owner, hand-offs), guarded by the mutex itself
+    let m = Arc::new(Mutex::new((usize::MAX, 0usize)));
+    let taker = |me: usize| {
+        let m = m.clone();
+        tokio::spawn(async move {
+            for _ in 0..n {
+                let mut g = m.lock().await;
+                if g.0 != me {
+                    *g = (me, g.1 + 1);
+                }
+                yield_now().await;
+                drop(g);
+            }
+        })
+    };
+    let start = Instant::now();
+    let (a, b) = (taker(0), taker(1));
+    a.await.unwrap();
+    b.await.unwrap();
+    let elapsed = start.elapsed().as_nanos() as f64;
+    let handoffs = m.lock().await.1;
+    if handoffs < 2 * n - 1 {
+        eprintln!(
+            "lock_pingpong: only {handoffs} of {} acquisitions were hand-offs",
+            2 * n
+        );
+    }
+    elapsed / handoffs as f64
+}
+
+/// Returns messages per second from one task to another through
+/// `mpsc::channel(capacity)`.
+async fn channel_throughput(n: usize, capacity: usize) -> f64 {
+    let (tx, mut rx) = mpsc::channel::<u64>(capacity);
+    let start = Instant::now();
+    let sender = tokio::spawn(async move {
+        for i in 0..n as u64 {
+            tx.send(i).await.unwrap();
+        }
+    });
+    let receiver = tokio::spawn(async move {
+        let mut got = 0u64;
+        while let Some(v) = rx.recv().await {
+            assert_eq!(v, got, "channel bench: out of order");
+            got += 1;
+        }
+        got
+    });
+    sender.await.unwrap();
+    assert_eq!(
+        receiver.await.unwrap(),
+        n as u64,
+        "channel bench: lost messages"
+    );
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Returns ns per one-way hand-off of a token between a tokio task and a
+/// plain thread.
+async fn task_thread_handoff(n: usize) -> f64 {
+    let (ping_tx, mut ping_rx) = mpsc::channel::<()>(1);
+    let (pong_tx, mut pong_rx) = mpsc::channel::<()>(1);
+    let thread = std::thread::spawn(move || {
+        for _ in 0..n {
+            ping_rx.blocking_recv().unwrap();
+            pong_tx.blocking_send(()).unwrap();
+        }
+    });
+    let start = Instant::now();
+    tokio::spawn(async move {
+        for _ in 0..n {
+            ping_tx.send(()).await.unwrap();
+            pong_rx.recv().await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    let elapsed = ns_per(start, 2 * n);
+    thread.join().unwrap();
+    elapsed
+}
+
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -187,7 +297,7 @@ async fn main() {
     let scale = if quick { 10 } else { 1 };
     if !json {
         println!(
-            "{:<18} {:<6} {:>12}  {:<10} runs",
+            "{:<22} {:<6} {:>12}  {:<10} runs",
             "bench", "impl", "median", "unit"
         );
     }
@@ -198,7 +308,7 @@ async fn main() {
             );
         } else {
             println!(
-                "{bench:<18} {:<6} {median:>12.2}  {unit:<10} {runs}",
+                "{bench:<22} {:<6} {median:>12.2}  {unit:<10} {runs}",
                 "tokio"
             );
         }
@@ -239,5 +349,35 @@ async fn main() {
         "bytes/task",
         MEM_RUNS,
         measure(MEM_RUNS, || idle_mem(MANY_TASKS)).await,
+    );
+    report(
+        "lock_uncontended_task",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || lock_uncontended(10_000_000 / scale)).await,
+    );
+    report(
+        "lock_pingpong",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || lock_pingpong(1_000_000 / scale)).await,
+    );
+    report(
+        "task_thread_handoff",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || task_thread_handoff(20_000 / scale)).await,
+    );
+    report(
+        "channel_buffered",
+        "msg/s",
+        RUNS,
+        measure(RUNS, || channel_throughput(5_000_000 / scale, 1024)).await,
+    );
+    report(
+        "channel_rendezvous",
+        "msg/s",
+        RUNS,
+        measure(RUNS, || channel_throughput(2_000_000 / scale, 1)).await,
     );
 }
