@@ -23,9 +23,9 @@
  * loop under the loop's remote mutex, which also guards `closed`: a loop
  * that has ended refuses requests with BRAID_ECLOSED. A task request runs
  * its task under a scope of its own, which the calling thread cancels when
- * its own scopes are cancelled. The loop completes a request by poking the
- * caller's futex and then setting `notified`, its last access; the caller
- * returns only after it sees that flag.
+ * its own scopes are cancelled. The loop completes a request by setting
+ * its state and poking the caller's parker, of which the request holds a
+ * reference: the caller may return as soon as it sees the state.
  */
 #include <errno.h>
 #include <linux/futex.h>
@@ -107,6 +107,7 @@ static void run_job(worker *w, braid__job *j) {
 static void *worker_main(void *arg) {
   worker *w = arg;
   w->th = &braid__tls;
+  braid__parker *pk = braid__thread_parker(w->th); /* NULL: retire after the job */
   braid__job *j;
   pthread_mutex_lock(&pool_mu);
   j = w->job;
@@ -122,10 +123,11 @@ static void *worker_main(void *arg) {
     pool_idle = w;
     braid_time_t until = braid__real_now() + atomic_load(&idle_timeout);
     for (;;) {
-      unsigned seen = atomic_load(&w->th->futex);
+      if (!pk) break;
+      unsigned seen = atomic_load(&pk->futex);
       if (w->job || braid__real_now() >= until) break;
       pthread_mutex_unlock(&pool_mu);
-      braid__futex_wait(&w->th->futex, seen, until);
+      braid__futex_wait(&pk->futex, seen, until);
       pthread_mutex_lock(&pool_mu);
     }
     j = w->job;
@@ -299,8 +301,7 @@ typedef struct braid__request {
   braid_scope *scope; /* REQ_TASK: the task's own scope */
   int result;
   atomic_int state;
-  braid__thread *caller; /* poked when done (NULL for a future) */
-  atomic_int notified;
+  braid__parker *parker; /* the caller's, one reference for the completer */
   struct braid_future *future;
 } braid__request;
 
@@ -390,8 +391,8 @@ static void future_unref(braid_future *f) {
 
 static void request_done(braid__request *r, int result) {
   r->result = result;
-  atomic_store(&r->state, RQ_DONE);
   if (r->future) {
+    atomic_store(&r->state, RQ_DONE);
     braid_future *f = r->future;
     pthread_mutex_lock(&f->mu);
     atomic_store(&f->done, 1);
@@ -401,8 +402,12 @@ static void request_done(braid__request *r, int result) {
     future_unref(f);
     return;
   }
-  braid__thread_poke(r->caller);
-  braid__notify(&r->notified); /* last access */
+  /* Once the caller sees RQ_DONE it may return and free r: take the parker
+   * out first. */
+  braid__parker *pk = r->parker;
+  atomic_store_explicit(&r->state, RQ_DONE, memory_order_release);
+  braid__parker_poke(pk);
+  braid__parker_unref(pk);
 }
 
 static int from_thread(braid_loop *loop, braid__request *r) {
@@ -410,17 +415,20 @@ static int from_thread(braid_loop *loop, braid__request *r) {
   braid__thread *th = &braid__tls;
   if (th->loop == loop) return BRAID_ESTATE;
   if (braid__thread_cancelled(th)) return BRAID_ECANCELED;
-  r->caller = th;
+  braid__parker *pk = braid__thread_parker(th);
+  if (!pk) return BRAID_ENOMEM;
   atomic_init(&r->state, RQ_QUEUED);
-  atomic_init(&r->notified, 0);
   braid__list_init(&r->link);
   if (r->kind == REQ_TASK) {
     int rc = braid_scope_new(BRAID_NEVER, 0, &r->scope);
     if (rc) return rc;
     braid_scope_ref(r->scope); /* this thread cancels it: two references */
   }
+  atomic_fetch_add(&pk->refs, 1);
+  r->parker = pk;
   int rc = post_request(loop, r);
   if (rc) {
+    braid__parker_unref(pk);
     if (r->scope) {
       braid_scope_unref(r->scope);
       braid_scope_unref(r->scope);
@@ -429,8 +437,8 @@ static int from_thread(braid_loop *loop, braid__request *r) {
   }
   int cancel_sent = 0;
   for (;;) {
-    unsigned seen = atomic_load(&th->futex);
-    if (atomic_load(&r->state) == RQ_DONE) break;
+    unsigned seen = atomic_load(&pk->futex);
+    if (atomic_load_explicit(&r->state, memory_order_acquire) == RQ_DONE) break;
     if (!cancel_sent && braid__thread_cancelled(th)) {
       cancel_sent = 1;
       if (r->kind == REQ_TASK) {
@@ -441,13 +449,15 @@ static int from_thread(braid_loop *loop, braid__request *r) {
         int queued = atomic_load(&r->state) == RQ_QUEUED;
         if (queued) braid__list_remove(&r->link);
         pthread_mutex_unlock(&loop->remote_mu);
-        if (queued) return BRAID_ECANCELED;
+        if (queued) {
+          braid__parker_unref(pk); /* nobody will complete it */
+          return BRAID_ECANCELED;
+        }
       }
       continue;
     }
-    braid__futex_wait(&th->futex, seen, cancel_sent ? BRAID_NEVER : braid__thread_deadline(th));
+    braid__futex_wait(&pk->futex, seen, cancel_sent ? BRAID_NEVER : braid__thread_deadline(th));
   }
-  braid__await_notified(&r->notified);
   if (r->scope) {
     braid_scope_unref(r->scope);
     braid_scope_unref(r->scope);
@@ -592,13 +602,15 @@ int braid_future_wait(braid_future *f, braid_time_t deadline) {
   if (!f) return BRAID_EINVAL;
   braid__thread *th = &braid__tls;
   if (th->loop == f->loop) return BRAID_ESTATE;
+  braid__parker *pk = braid__thread_parker(th);
+  if (!pk) return BRAID_ENOMEM;
   fwaiter me = {.th = th};
   pthread_mutex_lock(&f->mu);
   braid__list_push(&f->waiters, &me.link);
   pthread_mutex_unlock(&f->mu);
   int rc = 0;
   for (;;) {
-    unsigned seen = atomic_load(&th->futex);
+    unsigned seen = atomic_load(&pk->futex);
     if (atomic_load(&f->done)) break;
     if (braid__thread_cancelled(th)) {
       rc = BRAID_ECANCELED;
@@ -609,7 +621,7 @@ int braid_future_wait(braid_future *f, braid_time_t deadline) {
       break;
     }
     braid_time_t d = braid__thread_deadline(th);
-    braid__futex_wait(&th->futex, seen, d < deadline ? d : deadline);
+    braid__futex_wait(&pk->futex, seen, d < deadline ? d : deadline);
   }
   pthread_mutex_lock(&f->mu);
   braid__list_remove(&me.link);

@@ -205,7 +205,7 @@ struct braid_task {
 struct braid__thread {
   braid_loop *loop;      /* the loop this thread runs, if any */
   braid_scope *scope;    /* innermost scope of a plain thread */
-  atomic_uint futex;     /* bumped to wake the thread when it waits (sync.h) */
+  struct braid__parker *parker; /* what the thread sleeps on (wait.c); NULL until its first wait */
   uint64_t id;           /* braid_thread_id(), assigned on first use */
   atomic_int *inherited; /* a worker: the cancel flag of the task it runs for */
 };

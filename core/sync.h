@@ -58,6 +58,15 @@ static inline void braid__spin_lock(braid__spin *s) {
 
 static inline void braid__spin_unlock(braid__spin *s) { atomic_store_explicit(&s->v, 0, memory_order_release); }
 
+/* A thread's parking spot: a futex word, reference counted so that a waker
+ * may still poke it after the thread has returned from its wait (or even
+ * ended). The thread holds one reference for its life (a TLS destructor
+ * drops it); each wait hands one to its completer. */
+typedef struct braid__parker {
+  atomic_uint futex;
+  atomic_int refs;
+} braid__parker;
+
 /* ---- owner tokens ---- */
 
 #define BRAID__TOK_TASK 1u
@@ -98,10 +107,10 @@ typedef struct braid__waiter {
     braid_wait *cb;
   } who;
   int result;
+  atomic_int done; /* set under the prim lock; a thread reads it without */
   uint8_t kind;
-  uint8_t done;
-  uint8_t flags;       /* primitive-specific */
-  atomic_int notified; /* THREAD: set by the waker after its last access */
+  uint8_t flags; /* primitive-specific */
+  braid__parker *parker; /* THREAD: a reference for the completer */
   braid__link dl_link; /* deadlock registry (lock waits with detection on) */
   uint64_t dl_lock_id;
 } braid__waiter;
@@ -116,19 +125,46 @@ struct braid__prim {
   const braid__prim_ops *ops;
 };
 
-/* Mark w complete with `result` and move it to the wake list `wl`
- * (prim lock held). */
+
+BRAID__HIDDEN braid__parker *braid__thread_parker(braid__thread *th); /* NULL: no memory */
+BRAID__HIDDEN void braid__parker_poke(braid__parker *p);
+BRAID__HIDDEN void braid__parker_unref(braid__parker *p);
+BRAID__HIDDEN void braid__thread_poke(braid__thread *th);
+
+/* Parkers to poke once the completer has released the primitive's lock
+ * (braid__wake_list); a futex system call inside the spin lock would make
+ * the woken thread spin against it. */
+#define BRAID__MAX_POKES 16
+extern BRAID__HIDDEN BRAID__TLS braid__parker *braid__tls_pokes[BRAID__MAX_POKES];
+extern BRAID__HIDDEN BRAID__TLS int braid__tls_npokes;
+
+/* Mark w complete with `result` (prim lock held). A thread waiter reads
+ * `done` without the lock and may return (freeing w, on its stack) as soon as
+ * it is set, so its parker is taken out of w first, to be poked and released
+ * after the lock. Other waiters go to the wake list `wl`, woken after the
+ * lock is released. */
 static inline void braid__complete(braid__link *wl, braid__waiter *w, int result) {
   braid__list_remove(&w->link);
-  w->done = 1;
   w->result = result;
-  braid__list_push(wl, &w->link);
+  if (w->kind == BRAID__W_THREAD) {
+    braid__parker *p = w->parker;
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    if (braid__tls_npokes < BRAID__MAX_POKES) {
+      braid__tls_pokes[braid__tls_npokes++] = p;
+    } else {
+      braid__parker_poke(p);
+      braid__parker_unref(p);
+    }
+  } else {
+    atomic_store_explicit(&w->done, 1, memory_order_relaxed);
+    braid__list_push(wl, &w->link);
+  }
 }
 
 /* Wake every waiter of a wake list (prim lock released). */
 BRAID__HIDDEN void braid__wake_list_slow(braid__link *wl);
 static inline void braid__wake_list(braid__link *wl) {
-  if (wl->next != wl) braid__wake_list_slow(wl);
+  if (wl->next != wl || braid__tls_npokes) braid__wake_list_slow(wl);
 }
 
 /* Prepare the waiter of a blocking call by `task` (NULL: the calling
@@ -168,9 +204,7 @@ BRAID__HIDDEN int braid__yield_value(braid_task *task, int rc);
 /* Thread cancellation (plain threads' own scopes, a worker's task). */
 BRAID__HIDDEN bool braid__thread_cancelled(braid__thread *th);
 BRAID__HIDDEN braid_time_t braid__thread_deadline(braid__thread *th);
-BRAID__HIDDEN void braid__thread_poke(braid__thread *th);
-BRAID__HIDDEN void braid__notify(atomic_int *flag);
-BRAID__HIDDEN void braid__await_notified(atomic_int *flag);
+
 BRAID__HIDDEN void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline);
 BRAID__HIDDEN int braid__thread_sleep_until(braid_time_t when);
 

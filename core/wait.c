@@ -12,13 +12,15 @@
  * waker still touches it, and the task (blocked until that wake is
  * processed) keeps its loop alive.
  *
- * Threads park on their own futex word. A waker bumps the word, wakes the
- * futex, and then sets the waiter's `notified` flag as its very last access;
- * the woken thread does not return (and so does not free the waiter on its
- * stack) before it sees the flag. Cancellation of a thread's scope pokes the
- * same futex, and the thread re-checks its scopes and deadlines.
+ * Threads park on the futex word of their parker, a small reference-counted
+ * object: a completer takes the parker out of the waiter, sets `done`, pokes
+ * the parker and drops its reference, so the thread may return (freeing the
+ * waiter on its stack) the moment it sees `done`, without waiting for the
+ * poke. Cancellation of a thread's scope pokes the same parker, and the
+ * thread re-checks its scopes and deadlines.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <linux/futex.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -59,39 +61,39 @@ void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline) 
   syscall(SYS_futex, (unsigned *)addr, FUTEX_WAIT_PRIVATE, seen, tsp, NULL, 0);
 }
 
-static void futex_wake(atomic_uint *addr) {
-  syscall(SYS_futex, (unsigned *)addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+/* ---- parkers ---- */
+
+/* Parkers use malloc, not the braid_set_allocator hook: one lives as long
+ * as its thread, across any change of allocator. */
+static pthread_key_t parker_key;
+static pthread_once_t parker_once = PTHREAD_ONCE_INIT;
+
+static void parker_thread_exit(void *p) { braid__parker_unref(p); }
+static void parker_key_init(void) { pthread_key_create(&parker_key, parker_thread_exit); }
+
+braid__parker *braid__thread_parker(braid__thread *th) {
+  if (BRAID__LIKELY(th->parker != NULL)) return th->parker;
+  pthread_once(&parker_once, parker_key_init);
+  braid__parker *p = malloc(sizeof *p);
+  if (!p) return NULL;
+  atomic_init(&p->futex, 0);
+  atomic_init(&p->refs, 1); /* the thread's, dropped at thread exit */
+  pthread_setspecific(parker_key, p);
+  th->parker = p;
+  return p;
 }
 
-/* The "last access" handshake between a waker and a thread that must not
- * return (and free what the waker still touches) too early: the waker calls
- * braid__notify as its last access; the thread spins briefly in
- * braid__await_notified, then sleeps on the flag itself (state 2), and the
- * waker wakes it only in that case. The futex_wake after the store touches
- * no memory: at worst it wakes nobody. */
-void braid__notify(atomic_int *flag) {
-  if (atomic_exchange_explicit(flag, 1, memory_order_release) == 2)
-    syscall(SYS_futex, (int *)flag, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+void braid__parker_poke(braid__parker *p) {
+  atomic_fetch_add(&p->futex, 1);
+  syscall(SYS_futex, (unsigned *)&p->futex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-void braid__await_notified(atomic_int *flag) {
-  for (int i = 0; i < 200; i++) {
-    if (atomic_load_explicit(flag, memory_order_acquire) == 1) return;
-    braid__cpu_relax();
-  }
-  for (;;) {
-    int v = 0;
-    if (atomic_compare_exchange_strong(flag, &v, 2) || v == 2)
-      syscall(SYS_futex, (int *)flag, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
-    else if (v == 1)
-      return;
-    if (atomic_load_explicit(flag, memory_order_acquire) == 1) return;
-  }
+void braid__parker_unref(braid__parker *p) {
+  if (atomic_fetch_sub_explicit(&p->refs, 1, memory_order_acq_rel) == 1) free(p);
 }
 
 void braid__thread_poke(braid__thread *th) {
-  atomic_fetch_add(&th->futex, 1);
-  futex_wake(&th->futex);
+  if (th->parker) braid__parker_poke(th->parker); /* no parker: it never waited */
 }
 
 /* ---- thread cancellation ---- */
@@ -160,15 +162,19 @@ int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *st
   w->item = NULL;
   w->prim = NULL;
   w->result = 0;
-  w->done = 0;
+  atomic_init(&w->done, 0);
   w->flags = 0;
-  atomic_init(&w->notified, 0);
+  w->parker = NULL;
   if (task) {
     w->kind = BRAID__W_TASK;
     w->who.task = task;
   } else {
+    braid__parker *p = braid__thread_parker(&braid__tls);
+    if (!p) return BRAID_ENOMEM;
+    atomic_fetch_add(&p->refs, 1); /* for whoever completes the wait */
     w->kind = BRAID__W_THREAD;
     w->who.thread = &braid__tls;
+    w->parker = p;
   }
   w->owner = braid__self_token(task);
   *out = w;
@@ -192,11 +198,11 @@ static braid__prim *lock_waiter_prim(braid__waiter *w) {
 static int cancel_waiter(braid__waiter *w) {
   braid__prim *p = lock_waiter_prim(w);
   int r = BRAID__CANCEL_TOO_LATE;
-  if (!w->done && !(w->flags & BRAID__WF_CANCEL_ASKED)) {
+  if (!atomic_load_explicit(&w->done, memory_order_relaxed) && !(w->flags & BRAID__WF_CANCEL_ASKED)) {
     r = p->ops->cancel(p, w);
     if (r == BRAID__CANCEL_DONE) {
-      w->done = 1;
       w->result = BRAID_ECANCELED;
+      atomic_store_explicit(&w->done, 1, memory_order_release);
     } else {
       w->flags |= BRAID__WF_CANCEL_ASKED; /* decided later: do not ask again */
     }
@@ -222,23 +228,23 @@ int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid_
     return braid__suspend(task);
   }
   braid__thread *th = &braid__tls;
+  braid__parker *pk = w->parker;
   braid__spin_unlock(&p->lock);
   if (wl) braid__wake_list(wl);
   for (;;) {
-    unsigned seen = atomic_load(&th->futex);
-    braid__prim *cur = lock_waiter_prim(w);
-    int done = w->done;
-    braid__spin_unlock(&cur->lock);
-    if (done) break;
+    unsigned seen = atomic_load(&pk->futex);
+    if (atomic_load_explicit(&w->done, memory_order_acquire)) break;
     if (!(w->flags & BRAID__WF_CANCEL_ASKED) && braid__thread_cancelled(th)) {
-      int r = cancel_waiter(w);
-      if (r == BRAID__CANCEL_DONE) return BRAID_ECANCELED; /* nobody else will touch w */
+      if (cancel_waiter(w) == BRAID__CANCEL_DONE) {
+        braid__parker_unref(pk); /* no completer will use it */
+        return BRAID_ECANCELED;
+      }
       continue;
     }
-    braid__futex_wait(&th->futex, seen, (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : braid__thread_deadline(th));
+    braid__futex_wait(&pk->futex, seen,
+                      (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : braid__thread_deadline(th));
   }
-  braid__await_notified(&w->notified);
-  return w->result;
+  return w->result; /* written before `done`; the completer no longer touches w */
 }
 
 /* ---- waking ---- */
@@ -260,7 +266,15 @@ void braid__post_wake(braid_task *t, int result) {
 
 static void cb_finish(braid_wait *h, int result);
 
+BRAID__TLS braid__parker *braid__tls_pokes[BRAID__MAX_POKES];
+BRAID__TLS int braid__tls_npokes;
+
 void braid__wake_list_slow(braid__link *wl) {
+  for (int i = 0; i < braid__tls_npokes; i++) {
+    braid__parker_poke(braid__tls_pokes[i]);
+    braid__parker_unref(braid__tls_pokes[i]);
+  }
+  braid__tls_npokes = 0;
   braid__link *l = wl->next;
   while (l != wl) {
     braid__link *next = l->next; /* read first: the waiter may be gone after its wake */
@@ -274,12 +288,6 @@ void braid__wake_list_slow(braid__link *wl) {
       } else {
         braid__post_wake(t, w->result);
       }
-      break;
-    }
-    case BRAID__W_THREAD: {
-      braid__thread *th = w->who.thread;
-      braid__thread_poke(th);
-      braid__notify(&w->notified); /* last access to w */
       break;
     }
     default: {
@@ -361,11 +369,13 @@ int braid_wait_free(braid_wait *h) {
 int braid__thread_sleep_until(braid_time_t when) {
   braid__thread *th = &braid__tls;
   if (th->loop) return BRAID_ETHREAD;
+  braid__parker *pk = braid__thread_parker(th);
+  if (!pk) return BRAID_ENOMEM;
   for (;;) {
-    unsigned seen = atomic_load(&th->futex);
+    unsigned seen = atomic_load(&pk->futex);
     if (braid__thread_cancelled(th)) return BRAID_ECANCELED;
     if (when != BRAID_NEVER && braid__real_now() >= when) return 0;
     braid_time_t d = braid__thread_deadline(th);
-    braid__futex_wait(&th->futex, seen, d < when ? d : when);
+    braid__futex_wait(&pk->futex, seen, d < when ? d : when);
   }
 }
