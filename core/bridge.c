@@ -65,7 +65,12 @@ static atomic_uint_fast64_t job_ids = 1;
 
 braid_time_t braid_set_worker_idle_timeout(braid_time_t timeout) {
   if (timeout <= 0) return BRAID_EINVAL;
-  return atomic_exchange(&idle_timeout, timeout);
+  braid_time_t old = atomic_exchange(&idle_timeout, timeout);
+  pthread_mutex_lock(&pool_mu);
+  for (worker *w = pool_idle; w; w = w->next_idle)
+    braid__thread_poke(w->th); /* re-read it */
+  pthread_mutex_unlock(&pool_mu);
+  return old;
 }
 
 int braid_worker_statistics(braid_worker_stats *out) {
@@ -82,7 +87,7 @@ int braid_worker_statistics(braid_worker_stats *out) {
  * (or drop it, if the task abandoned the job). */
 static void job_finish(braid__job *j, int result) {
   braid_limiter *lim = j->limiter;
-  braid_limiter_release(NULL, lim, j->borrower);
+  braid__limiter_release_tok(lim, j->borrower);
   braid__limiter_unref(lim);
   j->result = result;
   int exp = JOB_RUNNING;
@@ -121,10 +126,11 @@ static void *worker_main(void *arg) {
     pool_idle_n++;
     w->next_idle = pool_idle;
     pool_idle = w;
-    braid_time_t until = braid__real_now() + atomic_load(&idle_timeout);
+    braid_time_t since = braid__real_now(), until;
     for (;;) {
       if (!pk) break;
       unsigned seen = atomic_load(&pk->futex);
+      until = since + atomic_load(&idle_timeout); /* re-read: it may change */
       if (w->job || braid__real_now() >= until) break;
       pthread_mutex_unlock(&pool_mu);
       braid__futex_wait(&pk->futex, seen, until);
@@ -209,7 +215,7 @@ static int start_job(braid_task *t) {
   braid__job *j = t->job;
   int rc = submit(j);
   if (rc) {
-    braid_limiter_release(NULL, j->limiter, j->borrower);
+    braid__limiter_release_tok(j->limiter, j->borrower);
     braid__limiter_unref(j->limiter);
     return rc;
   }
@@ -248,25 +254,21 @@ int braid_to_thread(braid_task *task, braid_thread_fn fn, void *arg, unsigned fl
   j->task = task;
   j->flags = flags;
   j->limiter = braid__limiter_ref(limiter);
-  j->borrower = atomic_fetch_add(&job_ids, 1) & (BRAID__MAX_FOREIGN - 1);
-  if (!j->borrower) j->borrower = 1;
+  /* a borrower token of the job's own kind: never equal to a caller's */
+  j->borrower = braid__tok(atomic_fetch_add(&job_ids, 1), BRAID__TOK_JOB);
   atomic_store(&j->state, JOB_QUEUED);
   atomic_store(&j->cancelled, 0);
   j->worker = NULL;
-  rc = braid_limiter_acquire_on_behalf(task, limiter, j->borrower);
-  if (task->stepped) {
-    if (rc == BRAID_EPENDING) {
-      task->resume_mode = BRAID__RESUME_TOKEN; /* braid__job_after_token runs at the wake */
-      return rc;
-    }
-    if (rc) braid__limiter_unref(j->limiter);
+  rc = braid__limiter_acquire_tok(task, limiter, j->borrower);
+  if (task->stepped && rc == BRAID_EPENDING) {
+    task->resume_mode = BRAID__RESUME_TOKEN; /* braid__job_after_token runs at the wake */
     return rc;
   }
   if (rc) {
     braid__limiter_unref(j->limiter);
     return rc;
   }
-  rc = start_job(task);
+  rc = start_job(task); /* the token came at once */
   if (rc != BRAID_EPENDING) return rc;
   return braid__suspend(task);
 }
@@ -344,6 +346,7 @@ void braid__start_requests(braid_loop *loop, braid__link *reqs) {
     s->state = BRAID__SCOPE_ENTERED;
     atomic_store(&s->loop, loop);
     t->ext = r;
+    if (loop->cancel_new_requests) atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
     braid__scope_move_task(t, s);
     braid__list_push(&loop->ext_live, &r->link);
     braid__make_ready(loop, t);
@@ -383,6 +386,7 @@ typedef struct fwaiter {
 
 static void future_unref(braid_future *f) {
   if (atomic_fetch_sub(&f->refs, 1) == 1) {
+    braid_scope_unref(f->req.scope); /* both references: the future held them */
     braid_scope_unref(f->req.scope);
     pthread_mutex_destroy(&f->mu);
     braid__free(f);
@@ -649,6 +653,7 @@ int braid_future_free(braid_future *f) {
 
 static int cancel_live(void *arg) {
   braid_loop *loop = arg;
+  loop->cancel_new_requests = 1; /* and those still arriving (a stop is racing them) */
   for (braid__link *l = loop->ext_live.next; l != &loop->ext_live; l = l->next)
     braid__scope_cancel_local(loop, BRAID__CONTAINER(l, braid__request, link)->scope);
   return 0;

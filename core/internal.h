@@ -203,11 +203,11 @@ struct braid_task {
 
 /* ---- per-thread state ---- */
 struct braid__thread {
-  braid_loop *loop;      /* the loop this thread runs, if any */
-  braid_scope *scope;    /* innermost scope of a plain thread */
+  braid_loop *loop;             /* the loop this thread runs, if any */
+  braid_scope *scope;           /* innermost scope of a plain thread */
   struct braid__parker *parker; /* what the thread sleeps on (wait.c); NULL until its first wait */
-  uint64_t id;           /* braid_thread_id(), assigned on first use */
-  atomic_int *inherited; /* a worker: the cancel flag of the task it runs for */
+  uint64_t id;                  /* braid_thread_id(), assigned on first use */
+  atomic_int *inherited;        /* a worker: the cancel flag of the task it runs for */
 };
 
 extern BRAID__HIDDEN BRAID__TLS braid__thread braid__tls;
@@ -247,10 +247,12 @@ struct braid_loop {
   braid_scope *remote_head;                          /* scopes cancelled from other threads (each holds a reference) */
   braid_task *remote_tasks_head, *remote_tasks_tail; /* tasks woken from other threads */
   struct braid_wait *deferred_cbs;                   /* callbacks completed on a task stack, run by the scheduler */
-  braid__link requests;                              /* from other threads: tasks to start, functions to run */
-  braid__link ext_live;                              /* requests whose task is running */
-  int closed;                                        /* under remote_mu: no more requests */
-  atomic_int refs;                                   /* braid_loop_ref */
+  struct braid_wait *deferred_tail;
+  braid__link requests;    /* from other threads: tasks to start, functions to run */
+  braid__link ext_live;    /* requests whose task is running */
+  int closed;              /* under remote_mu: no more requests */
+  int cancel_new_requests; /* a portal stopping with cancel: cancel late arrivals */
+  atomic_int refs;         /* braid_loop_ref */
   braid_limiter *default_limiter;
   /* libuv */
   uv_loop_t uv;

@@ -111,9 +111,13 @@ static int try_borrow(braid_limiter *l, uint64_t tok) {
 
 static int acquire(braid_task *task, braid_limiter *l, uint64_t borrower) {
   if (!l || borrower >= BRAID__MAX_FOREIGN) return BRAID_EINVAL;
+  return braid__limiter_acquire_tok(task, l, borrower_token(task, borrower));
+}
+
+/* Borrow for the token `tok` (to_thread jobs have tokens of their own). */
+int braid__limiter_acquire_tok(braid_task *task, braid_limiter *l, uint64_t tok) {
   int rc = braid__wait_check(task);
   if (rc) return rc;
-  uint64_t tok = borrower_token(task, borrower);
   braid__waiter sw, *w;
   rc = braid__wait_prepare(task, &w, &sw);
   if (rc) return rc;
@@ -169,7 +173,10 @@ int braid_limiter_acquire_cb(braid_limiter *l, uint64_t borrower, braid_wait_cb 
 
 int braid_limiter_release(braid_task *task, braid_limiter *l, uint64_t borrower) {
   if (!l || borrower >= BRAID__MAX_FOREIGN) return BRAID_EINVAL;
-  uint64_t tok = borrower_token(task, borrower);
+  return braid__limiter_release_tok(l, borrower_token(task, borrower));
+}
+
+int braid__limiter_release_tok(braid_limiter *l, uint64_t tok) {
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&l->base.lock);

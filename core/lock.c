@@ -98,8 +98,9 @@ static void describe(char *out, size_t size, uint64_t tok) {
 /* With dl_mu held: would `me` waiting for `l` close a cycle? Fills the
  * calling thread's cycle description if so. */
 static bool dl_cycle_found(uint64_t me, braid_lock *l) {
-  char *p = dl_cycle;
-  size_t left = sizeof dl_cycle;
+  char text[sizeof dl_cycle]; /* kept only if a cycle is found */
+  char *p = text;
+  size_t left = sizeof text;
   char who[48];
   describe(who, sizeof who, me);
   int n = snprintf(p, left, "%s waits lock %p", who, (void *)l);
@@ -111,6 +112,7 @@ static bool dl_cycle_found(uint64_t me, braid_lock *l) {
     if (n > 0 && (size_t)n < left) p += n, left -= (size_t)n;
     n = snprintf(p, left, " held by %s", who);
     if (owner == me) {
+      memcpy(dl_cycle, text, sizeof text);
       dl_cycle_len = strlen(dl_cycle);
       return true;
     }
@@ -267,9 +269,9 @@ void braid__lock_handoff(braid_lock *l, braid__link *wl) {
   l->waiting--;
   bool more = l->queue.next->next != &l->queue;
   atomic_store_explicit(&l->state, w->owner | (more ? CONTENDED : 0), memory_order_release);
+  dl_forget(w); /* before completing: a thread waiter may return at once */
   /* a condition waiter re-acquiring after a cancellation reports it now */
   braid__complete(wl, w, (w->flags & BRAID__WF_CANCELLED) ? BRAID_ECANCELED : 0);
-  dl_forget(w);
 }
 
 static int release_as(braid_lock *l, uint64_t me) {

@@ -25,9 +25,13 @@
 #define BRAID__STACK_CACHE_KEEP 64u
 
 size_t braid__page_size(void) {
-  static size_t page;
-  if (!page) page = (size_t)sysconf(_SC_PAGESIZE);
-  return page;
+  static atomic_size_t page;
+  size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+  if (!p) {
+    p = (size_t)sysconf(_SC_PAGESIZE);
+    atomic_store_explicit(&page, p, memory_order_relaxed);
+  }
+  return p;
 }
 
 static void unmap_stack(void *lo, size_t len) {

@@ -72,11 +72,14 @@ typedef struct braid__parker {
 #define BRAID__TOK_TASK 1u
 #define BRAID__TOK_THREAD 2u
 #define BRAID__TOK_FOREIGN 3u
+#define BRAID__TOK_JOB 0u /* a braid_to_thread job (id > 0) */
 #define BRAID__MAX_FOREIGN (((uint64_t)1) << 60)
 
 static inline uint64_t braid__tok(uint64_t id, unsigned kind) { return (id << 2) | kind; }
 BRAID__HIDDEN uint64_t braid__self_token(const braid_task *task); /* task, or the calling thread */
 BRAID__HIDDEN void braid__tok_describe(uint64_t tok, int *kind, uint64_t *id);
+BRAID__HIDDEN int braid__limiter_acquire_tok(braid_task *task, braid_limiter *l, uint64_t tok);
+BRAID__HIDDEN int braid__limiter_release_tok(braid_limiter *l, uint64_t tok);
 
 /* ---- waiters ---- */
 
@@ -92,9 +95,8 @@ enum {
 typedef struct braid__prim braid__prim;
 
 /* braid__waiter.flags */
-#define BRAID__WF_CANCELLED 0x01    /* condition: cancelled before notified; report ECANCELED */
-#define BRAID__WF_REACQUIRE 0x02    /* condition: queued on the lock to re-acquire it */
-#define BRAID__WF_CANCEL_ASKED 0x80 /* a cancellation was deferred; do not ask again */
+#define BRAID__WF_CANCELLED 0x01 /* condition: cancelled before notified; report ECANCELED */
+#define BRAID__WF_REACQUIRE 0x02 /* condition: queued on the lock to re-acquire it */
 
 typedef struct braid__waiter {
   braid__link link;
@@ -109,9 +111,10 @@ typedef struct braid__waiter {
   int result;
   atomic_int done; /* set under the prim lock; a thread reads it without */
   uint8_t kind;
-  uint8_t flags; /* primitive-specific */
+  uint8_t flags;         /* primitive-specific, under the prim lock */
+  uint8_t cancel_asked;  /* a cancellation was deferred: do not ask again (waiting side) */
   braid__parker *parker; /* THREAD: a reference for the completer */
-  braid__link dl_link; /* deadlock registry (lock waits with detection on) */
+  braid__link dl_link;   /* deadlock registry (lock waits with detection on) */
   uint64_t dl_lock_id;
 } braid__waiter;
 
@@ -124,7 +127,6 @@ struct braid__prim {
   braid__spin lock;
   const braid__prim_ops *ops;
 };
-
 
 BRAID__HIDDEN braid__parker *braid__thread_parker(braid__thread *th); /* NULL: no memory */
 BRAID__HIDDEN void braid__parker_poke(braid__parker *p);

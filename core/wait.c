@@ -42,7 +42,7 @@ uint64_t braid__self_token(const braid_task *task) {
 }
 
 void braid__tok_describe(uint64_t tok, int *kind, uint64_t *id) {
-  static const int kinds[4] = {BRAID_OWNER_NONE, BRAID_OWNER_TASK, BRAID_OWNER_THREAD, BRAID_OWNER_FOREIGN};
+  static const int kinds[4] = {BRAID_OWNER_JOB, BRAID_OWNER_TASK, BRAID_OWNER_THREAD, BRAID_OWNER_FOREIGN};
   *kind = tok ? kinds[tok & 3] : BRAID_OWNER_NONE;
   *id = tok >> 2;
 }
@@ -164,6 +164,7 @@ int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *st
   w->result = 0;
   atomic_init(&w->done, 0);
   w->flags = 0;
+  w->cancel_asked = 0;
   w->parker = NULL;
   if (task) {
     w->kind = BRAID__W_TASK;
@@ -171,7 +172,6 @@ int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *st
   } else {
     braid__parker *p = braid__thread_parker(&braid__tls);
     if (!p) return BRAID_ENOMEM;
-    atomic_fetch_add(&p->refs, 1); /* for whoever completes the wait */
     w->kind = BRAID__W_THREAD;
     w->who.thread = &braid__tls;
     w->parker = p;
@@ -198,13 +198,13 @@ static braid__prim *lock_waiter_prim(braid__waiter *w) {
 static int cancel_waiter(braid__waiter *w) {
   braid__prim *p = lock_waiter_prim(w);
   int r = BRAID__CANCEL_TOO_LATE;
-  if (!atomic_load_explicit(&w->done, memory_order_relaxed) && !(w->flags & BRAID__WF_CANCEL_ASKED)) {
+  if (!atomic_load_explicit(&w->done, memory_order_relaxed) && !(w->cancel_asked)) {
     r = p->ops->cancel(p, w);
     if (r == BRAID__CANCEL_DONE) {
       w->result = BRAID_ECANCELED;
       atomic_store_explicit(&w->done, 1, memory_order_release);
     } else {
-      w->flags |= BRAID__WF_CANCEL_ASKED; /* decided later: do not ask again */
+      w->cancel_asked = 1; /* decided later: do not ask again */
     }
   }
   braid__spin_unlock(&p->lock);
@@ -229,20 +229,20 @@ int braid__wait_block(braid_task *task, braid__prim *p, braid__waiter *w, braid_
   }
   braid__thread *th = &braid__tls;
   braid__parker *pk = w->parker;
+  atomic_fetch_add(&pk->refs, 1); /* for whoever completes the wait */
   braid__spin_unlock(&p->lock);
   if (wl) braid__wake_list(wl);
   for (;;) {
     unsigned seen = atomic_load(&pk->futex);
     if (atomic_load_explicit(&w->done, memory_order_acquire)) break;
-    if (!(w->flags & BRAID__WF_CANCEL_ASKED) && braid__thread_cancelled(th)) {
+    if (!(w->cancel_asked) && braid__thread_cancelled(th)) {
       if (cancel_waiter(w) == BRAID__CANCEL_DONE) {
         braid__parker_unref(pk); /* no completer will use it */
         return BRAID_ECANCELED;
       }
       continue;
     }
-    braid__futex_wait(&pk->futex, seen,
-                      (w->flags & BRAID__WF_CANCEL_ASKED) ? BRAID_NEVER : braid__thread_deadline(th));
+    braid__futex_wait(&pk->futex, seen, (w->cancel_asked) ? BRAID_NEVER : braid__thread_deadline(th));
   }
   return w->result; /* written before `done`; the completer no longer touches w */
 }
@@ -296,8 +296,12 @@ void braid__wake_list_slow(braid__link *wl) {
       if (cur && !cur->stepped) {
         /* Never run a callback on a task's stack: the scheduler runs it. */
         braid_loop *loop = cur->loop;
-        h->next_deferred = loop->deferred_cbs;
-        loop->deferred_cbs = h;
+        h->next_deferred = NULL;
+        if (loop->deferred_tail)
+          loop->deferred_tail->next_deferred = h;
+        else
+          loop->deferred_cbs = h;
+        loop->deferred_tail = h;
       } else {
         cb_finish(h, w->result);
       }
@@ -344,6 +348,7 @@ void braid__run_deferred(braid_loop *loop) {
   while (loop->deferred_cbs) {
     braid_wait *h = loop->deferred_cbs;
     loop->deferred_cbs = h->next_deferred;
+    if (!loop->deferred_cbs) loop->deferred_tail = NULL;
     cb_finish(h, h->w.result);
   }
 }

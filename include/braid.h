@@ -657,6 +657,7 @@ BRAID_API int braid_wait_free(braid_wait *w);
 #define BRAID_OWNER_TASK 1    /* owner_id is a braid_task_id */
 #define BRAID_OWNER_THREAD 2  /* owner_id is braid_thread_id() of the thread */
 #define BRAID_OWNER_FOREIGN 3 /* owner_id is the token given to a *_cb call */
+#define BRAID_OWNER_JOB 4     /* a braid_to_thread job holding a limiter token */
 
 /**
  * braid_thread_id — a process-unique id (> 0) of the calling thread, the one
@@ -1016,8 +1017,8 @@ BRAID_API int braid_thread_check_cancelled(void);
 BRAID_API int braid_loop_default_limiter(braid_loop *loop, braid_limiter **out);
 
 /** braid_set_worker_idle_timeout — how long an idle worker waits for work
- *  before it exits (default 10 s; > 0). Returns the previous value, or
- *  BRAID_EINVAL. Thread-safe. */
+ *  before it exits (default 10 s; > 0); applies at once to workers already
+ *  idle. Returns the previous value, or BRAID_EINVAL. Thread-safe. */
 BRAID_API braid_time_t braid_set_worker_idle_timeout(braid_time_t timeout);
 
 typedef struct braid_worker_stats {
@@ -1103,8 +1104,10 @@ BRAID_API int braid_future_free(braid_future *f);
 
 /**
  * braid_portal_stop — stop the portal: with cancel_remaining, cancel the
- * tasks still running; then wait for them, end the loop, join its thread and
- * free the portal. Calls made after stop began return BRAID_ECLOSED.
+ * tasks still running (and any started while it stops); then wait for them,
+ * end the loop, join its thread and free the portal. Calls made after stop
+ * began return BRAID_ECLOSED, but the portal is freed when stop returns: the
+ * caller must make sure no other thread is still calling into it by then.
  * Returns 0, BRAID_EINVAL, BRAID_ESTATE (called on the portal's thread).
  */
 BRAID_API int braid_portal_stop(braid_portal *portal, int cancel_remaining);
