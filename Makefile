@@ -24,9 +24,14 @@ install: build
 
 demo: install
 	@mkdir -p $(BUILD)/examples
-	$(PKGCFG) sh -c 'cc -std=c11 -Wall -Wextra -Werror examples/c/demo.c $$(pkg-config --cflags --libs braid) \
-	    -Wl,-rpath,$(PREFIX)/lib -o $(BUILD)/examples/demo'
+	@for ex in demo bridge; do \
+	  $(PKGCFG) sh -c "cc -std=c11 -Wall -Wextra -Werror examples/c/$$ex.c \$$(pkg-config --cflags --libs braid) \
+	    -Wl,-rpath,$(PREFIX)/lib -o $(BUILD)/examples/$$ex" || exit 1; \
+	done
 	@$(BUILD)/examples/demo
+	@echo
+	@echo "braid thread bridge example"
+	@$(BUILD)/examples/bridge
 
 # Every suite, from scratch. ctest runs the CMocka unit tests and the
 # conformance scenarios (C testee: stackful, stepped, mixed) in four builds:
