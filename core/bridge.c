@@ -206,6 +206,7 @@ static int job_abort(braid_task *t) {
   int exp = JOB_RUNNING;
   if (!atomic_compare_exchange_strong(&j->state, &exp, JOB_ABANDONED)) return 0; /* done: wake on its way */
   t->job = NULL;                                                                 /* the worker frees it */
+  t->loop->jobs_running--;
   return 1;
 }
 
@@ -219,6 +220,7 @@ static int start_job(braid_task *t) {
     braid__limiter_unref(j->limiter);
     return rc;
   }
+  t->loop->jobs_running++;
   t->wait_obj = j;
   t->resume_mode = BRAID__RESUME_JOB;
   t->state = BRAID__T_BLOCKED;

@@ -252,6 +252,7 @@ struct braid_loop {
   braid__link ext_live;    /* requests whose task is running */
   int closed;              /* under remote_mu: no more requests */
   int cancel_new_requests; /* a portal stopping with cancel: cancel late arrivals */
+  int jobs_running;        /* to_thread jobs of this loop's tasks on workers */
   atomic_int refs;         /* braid_loop_ref */
   braid_limiter *default_limiter;
   /* libuv */
@@ -265,6 +266,15 @@ struct braid_loop {
 };
 
 BRAID__HIDDEN braid_time_t braid__real_now(void);
+BRAID__HIDDEN int braid__spin_ok(void); /* more than one CPU */
+BRAID__HIDDEN int braid__spin_for_remote(braid_loop *loop);
+static inline void braid__cpu_relax_(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
 BRAID__HIDDEN braid_time_t braid__loop_now(const braid_loop *loop);
 BRAID__HIDDEN void braid__make_ready(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__wake(braid_task *t, int resume);

@@ -289,6 +289,7 @@ int braid__after_wake(braid_task *t) {
     return braid__job_after_token(t);
   case BRAID__RESUME_JOB:
     t->resume_mode = BRAID__RESUME_VALUE;
+    t->loop->jobs_running--;
     return braid__scope_eff_cancelled(t->scope) ? BRAID_ECANCELED : t->resume;
   default:
     return t->resume;
@@ -387,7 +388,10 @@ static void drain_remote(braid_loop *loop) {
   }
 }
 
-static void on_noop_timer(uv_timer_t *h) { (void)h; }
+/* The deadline timer stops uv_run: libuv runs due timers before it polls,
+ * so a timer that is already due when uv_run(UV_RUN_ONCE) starts would
+ * otherwise leave it polling with no timeout at all. */
+static void on_deadline_timer(uv_timer_t *h) { uv_stop(h->loop); }
 static void on_async(uv_async_t *h) { (void)h; }
 static void on_fd(uv_poll_t *h, int status, int events) {
   (void)status;
@@ -404,7 +408,7 @@ static void poll_blocking(braid_loop *loop) {
       braid_time_t d = top->when - braid__real_now();
       uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
       uv_update_time(&loop->uv);
-      uv_timer_start(&loop->uv_timer, on_noop_timer, ms, 0);
+      uv_timer_start(&loop->uv_timer, on_deadline_timer, ms, 0);
     }
   }
   if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
@@ -420,6 +424,23 @@ static bool sched_done(braid_loop *loop) {
   if (done) loop->closed = 1;
   pthread_mutex_unlock(&loop->remote_mu);
   return done;
+}
+
+/* Idle while workers run jobs for this loop: their replies usually come
+ * within microseconds, and a sleeping loop thread takes several to wake, so
+ * watch for them a little before blocking. Returns 1 if something came. */
+int braid__spin_for_remote(braid_loop *loop) {
+  if (!loop->jobs_running || !braid__spin_ok()) return 0;
+  braid_time_t until = braid__real_now() + 25 * BRAID_USEC;
+  braid__timer *top = braid__heap_top(&loop->heap);
+  if (top && !loop->virtual_clock && top->when < until) until = top->when;
+  do {
+    for (int i = 0; i < 64; i++) {
+      if (atomic_load_explicit(&loop->remote_pending, memory_order_acquire)) return 1;
+      braid__cpu_relax_();
+    }
+  } while (braid__real_now() < until);
+  return 0;
 }
 
 static void sched_run(braid_loop *loop) {
@@ -450,9 +471,9 @@ static void sched_run(braid_loop *loop) {
         fire_expired(loop, loop->vnow);
         continue;
       }
-      poll_blocking(loop);
+      if (!braid__spin_for_remote(loop)) poll_blocking(loop);
     } else {
-      poll_blocking(loop);
+      if (!braid__spin_for_remote(loop)) poll_blocking(loop);
       fire_expired(loop, braid__real_now());
     }
   }

@@ -37,13 +37,7 @@ typedef struct braid__spin {
   atomic_int v;
 } braid__spin;
 
-static inline void braid__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ __volatile__("yield");
-#endif
-}
+static inline void braid__cpu_relax(void) { braid__cpu_relax_(); }
 
 static inline void braid__spin_lock(braid__spin *s) {
   for (int i = 0;; i++) {

@@ -39,6 +39,22 @@
 //	                  unbuffered channels with GOMAXPROCS(2) (goroutines are
 //	                  Go's tasks and its threads); ns per one-way hand-off.
 //
+// Thread bridge benches (bench/c/bench_bridge.c is the braid side). Go has
+// no plain threads and no separate pool for blocking work: goroutines are
+// both.
+//
+//	to_thread_roundtrip  go func(){ reply <- fn() }() then <-reply, fn
+//	                  trivial; ns per call. The new goroutine usually runs
+//	                  on the caller's P as soon as the caller blocks, so this
+//	                  is mostly not a cross-thread round trip.
+//	from_thread_run_roundtrip  the same from a goroutine locked to its OS
+//	                  thread (runtime.LockOSThread): its thread sleeps while
+//	                  the new goroutine runs on another one; ns per call.
+//	portal_call       a goroutine locked to its OS thread sends a request
+//	                  (a trivial func and a reply channel) over an
+//	                  unbuffered channel to a server goroutine, which runs it
+//	                  and replies; ns per call.
+//
 // Except for task_switch, lock_pingpong and the channel benches, benches use
 // the default GOMAXPROCS (= CPU count).
 //
@@ -246,6 +262,75 @@ func taskThreadHandoff(n int) float64 {
 	return nsPer(start, 2*n)
 }
 
+func nop() int { return 0 }
+
+// toThreadRoundtrip returns ns per goroutine started to run a trivial
+// function, waited for through a reply channel.
+func toThreadRoundtrip(n int) float64 {
+	reply := make(chan int)
+	call := func() {
+		go func() { reply <- nop() }()
+		if <-reply != 0 {
+			panic("to_thread_roundtrip: bad result")
+		}
+	}
+	call() // warm
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		call()
+	}
+	return nsPer(start, n)
+}
+
+// onLockedThread runs f in a new goroutine locked to its own OS thread and
+// returns its result.
+func onLockedThread(f func() float64) float64 {
+	out := make(chan float64)
+	go func() {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		out <- f()
+	}()
+	return <-out
+}
+
+// fromThreadRunRoundtrip: toThreadRoundtrip from a locked OS thread.
+func fromThreadRunRoundtrip(n int) float64 {
+	return onLockedThread(func() float64 { return toThreadRoundtrip(n) })
+}
+
+type portalRequest struct {
+	fn    func() int
+	reply chan int
+}
+
+// portalCall returns ns per request served by a server goroutine for a
+// goroutine locked to its OS thread.
+func portalCall(n int) float64 {
+	requests := make(chan portalRequest)
+	go func() {
+		for r := range requests {
+			r.reply <- r.fn()
+		}
+	}()
+	defer close(requests)
+	return onLockedThread(func() float64 {
+		reply := make(chan int)
+		call := func() {
+			requests <- portalRequest{nop, reply}
+			if <-reply != 0 {
+				panic("portal_call: bad result")
+			}
+		}
+		call() // warm
+		start := time.Now()
+		for i := 0; i < n; i++ {
+			call()
+		}
+		return nsPer(start, n)
+	})
+}
+
 func rssBytes() int64 {
 	b, err := os.ReadFile("/proc/self/statm")
 	if err != nil {
@@ -329,4 +414,7 @@ func main() {
 	report("task_thread_handoff", "ns/op", runs, measure(runs, func() float64 { return taskThreadHandoff(200_000 / scale) }))
 	report("channel_buffered", "msg/s", runs, measure(runs, func() float64 { return channelThroughput(5_000_000/scale, 1024) }))
 	report("channel_rendezvous", "msg/s", runs, measure(runs, func() float64 { return channelThroughput(2_000_000/scale, 0) }))
+	report("to_thread_roundtrip", "ns/op", runs, measure(runs, func() float64 { return toThreadRoundtrip(200_000 / scale) }))
+	report("from_thread_run_roundtrip", "ns/op", runs, measure(runs, func() float64 { return fromThreadRunRoundtrip(50_000 / scale) }))
+	report("portal_call", "ns/op", runs, measure(runs, func() float64 { return portalCall(50_000 / scale) }))
 }

@@ -37,14 +37,32 @@
 //!   through two `mpsc::channel(1)`s, the thread side with `blocking_send` /
 //!   `blocking_recv`; ns per one-way hand-off.
 //!
+//! Thread bridge benches (bench/c/bench_bridge.c is the braid side):
+//!
+//! - `to_thread_roundtrip`: `spawn_blocking(|| 0).await` in a loop on the
+//!   current_thread runtime, blocking pool warm (one untimed call first);
+//!   ns per call.
+//! - `from_thread_run_roundtrip`: a plain `std::thread` runs a trivial task
+//!   on a current_thread runtime driven by another thread:
+//!   `handle.spawn(async move { tx.send(()) })`, then `rx.recv()` on a
+//!   `std::sync::mpsc` reply channel (one channel for the whole loop); ns per
+//!   call.
+//! - `portal_call`: a plain `std::thread` sends a job (a boxed trivial
+//!   future and a `oneshot::Sender`) over an unbounded `mpsc` to a server
+//!   task on a current_thread runtime driven by another thread; the server
+//!   awaits the job and replies, the caller waits in `blocking_recv`; ns per
+//!   call. (The job runs inside the server task, not as a task of its own.)
+//!
 //! Usage: braid-bench-tokio [--json] [--quick]   (--quick: ~10x fewer
 //! iterations for the per-op benches; the 100,000-task benches keep 100,000)
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc, watch};
+use tokio::runtime::Handle;
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 use tokio::task::yield_now;
 
 const RUNS: usize = 5;
@@ -245,6 +263,98 @@ async fn task_thread_handoff(n: usize) -> f64 {
     elapsed
 }
 
+/// Returns ns per `spawn_blocking` round trip of a trivial closure.
+async fn to_thread_roundtrip(n: usize) -> f64 {
+    assert_eq!(tokio::task::spawn_blocking(|| 0).await.unwrap(), 0); // warm pool
+    let start = Instant::now();
+    for _ in 0..n {
+        assert_eq!(tokio::task::spawn_blocking(|| 0).await.unwrap(), 0);
+    }
+    ns_per(start, n)
+}
+
+/// Runs `caller` on a plain thread against a current_thread runtime driven by
+/// another thread until `serve` returns, and returns what `caller` returns.
+/// Blocks the calling thread (the main runtime has nothing else to run).
+fn with_remote_runtime<S, Fut>(serve: S, caller: impl FnOnce(Handle) -> f64 + Send) -> f64
+where
+    S: FnOnce() -> Fut + Send,
+    Fut: Future<Output = ()>,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let handle = rt.handle().clone();
+    std::thread::scope(|s| {
+        s.spawn(move || rt.block_on(serve()));
+        s.spawn(move || caller(handle)).join().unwrap()
+    })
+}
+
+/// Returns ns per trivial task run on a runtime on another thread from a
+/// plain thread, the caller waiting on a std mpsc channel for its reply.
+fn from_thread_run_roundtrip(n: usize) -> f64 {
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    with_remote_runtime(
+        move || async move {
+            let _ = stop_rx.await;
+        },
+        move |handle| {
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let call = || {
+                let tx = tx.clone();
+                handle.spawn(async move { tx.send(()).unwrap() });
+                rx.recv().unwrap();
+            };
+            call(); // warm
+            let start = Instant::now();
+            for _ in 0..n {
+                call();
+            }
+            let elapsed = ns_per(start, n);
+            stop_tx.send(()).unwrap();
+            elapsed
+        },
+    )
+}
+
+type Job = (
+    Pin<Box<dyn Future<Output = ()> + Send>>,
+    oneshot::Sender<()>,
+);
+
+/// Returns ns per call of a trivial job through a server task on a runtime
+/// on another thread, from a plain thread.
+fn portal_call(n: usize) -> f64 {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+    with_remote_runtime(
+        move || async move {
+            tokio::spawn(async move {
+                while let Some((job, reply)) = rx.recv().await {
+                    job.await;
+                    let _ = reply.send(());
+                }
+            })
+            .await
+            .unwrap();
+        },
+        move |_| {
+            let call = || {
+                let (reply_tx, reply_rx) = oneshot::channel();
+                tx.send((Box::pin(async {}), reply_tx)).unwrap();
+                reply_rx.blocking_recv().unwrap();
+            };
+            call(); // warm
+            let start = Instant::now();
+            for _ in 0..n {
+                call();
+            }
+            ns_per(start, n) // dropping tx ends the server
+        },
+    )
+}
+
 fn rss_bytes() -> usize {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -379,5 +489,23 @@ async fn main() {
         "msg/s",
         RUNS,
         measure(RUNS, || channel_throughput(2_000_000 / scale, 1)).await,
+    );
+    report(
+        "to_thread_roundtrip",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || to_thread_roundtrip(50_000 / scale)).await,
+    );
+    report(
+        "from_thread_run_roundtrip",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || async { from_thread_run_roundtrip(50_000 / scale) }).await,
+    );
+    report(
+        "portal_call",
+        "ns/op",
+        RUNS,
+        measure(RUNS, || async { portal_call(50_000 / scale) }).await,
     );
 }
