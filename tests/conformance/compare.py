@@ -44,6 +44,7 @@ OPS = "ops"
 ANY = "any"
 NAMES = "names"  # a non-empty list of error names
 ITEM = "item"  # a channel item: an int or a string
+WORKER_OPS = "worker_ops"  # the body of a to_thread: ops of WORKER_OP_FIELDS
 
 # op -> {field: (type, required)}
 OP_FIELDS = {
@@ -91,6 +92,36 @@ OP_FIELDS = {
     "clone_sender": {"object": (STR, True), "as": (STR, True)},
     "clone_receiver": {"object": (STR, True), "as": (STR, True)},
     "statistics": {"object": (STR, True)},
+    # The thread bridge (README.md, "The thread bridge"): the body runs on a
+    # worker thread and holds worker ops only.
+    "to_thread": {"abandon_on_cancel": (BOOL, False), "limiter": (STR, False), "body": (WORKER_OPS, True)},
+}
+
+# The ops of a to_thread body, run on the worker thread with task NULL.
+WORKER_OP_FIELDS = {
+    "log": {"msg": (STR, True)},
+    "fail": {"code": (STR, True)},
+    "try": {"body": (WORKER_OPS, True), "except": (NAMES, False), "finally": (WORKER_OPS, False)},
+    "return": {"value": (ANY, False)},
+    "check_cancelled": {},
+    "shield": {"body": (WORKER_OPS, True)},
+    "sleep_forever": {},
+    "acquire": {"object": (STR, True)},
+    "release": {"object": (STR, True)},
+    "set": {"object": (STR, True)},
+    "wait": {"object": (STR, True)},
+    "send": {"object": (STR, True), "value": (ITEM, True)},
+    "receive": {"object": (STR, True)},
+}
+
+# Which kinds of object each worker op applies to.
+WORKER_OBJECT_KINDS = {
+    "acquire": {"lock", "semaphore"},
+    "release": {"lock", "semaphore"},
+    "set": {"event"},
+    "wait": {"event"},
+    "send": {"sender"},
+    "receive": {"receiver"},
 }
 
 # Which kinds of object each synchronization op applies to. "sender" and
@@ -149,9 +180,11 @@ CANCELLABLE_OPS = {
     "send",
     "receive",
     "drain",
+    "to_thread",
+    "check_cancelled",
 }
 # Ops whose failure is reported by a "raised" event.
-RAISING_OPS = {k for k in OP_OBJECT_KINDS}
+RAISING_OPS = {k for k in OP_OBJECT_KINDS} | {"to_thread"}
 
 # ev -> {field: checker}; "t", "task", "ev" are common to all.
 def _is_str(v):
@@ -196,7 +229,8 @@ EVENT_FIELDS = {
     "closed": {"object": _is_str},
     "cloned": {"object": _is_str, "as": _is_str},
     "stats": {"object": _is_str, "stats": _is_stats},
-    "raised": {"op": lambda v: v in RAISING_OPS, "object": _is_str, "error": _is_error_name},
+    "raised": {"op": lambda v: v in RAISING_OPS, "error": _is_error_name},
+    "returned": {"value": lambda v: True},
     "end": {"result": None},
     "log": {"msg": _is_str},
     "cancelled": {"op": lambda v: v in CANCELLABLE_OPS},
@@ -207,10 +241,11 @@ EVENT_FIELDS = {
     "deadline": {"deadline": _is_deadline},
 }
 
-# Fields an event may carry but need not: "object" of a cancelled
+# Fields an event may carry but need not: "object" of a cancelled or raising
 # synchronization op, "on_behalf" of a limiter acquire/release.
 EVENT_OPTIONAL = {
     "cancelled": {"object": _is_str},
+    "raised": {"object": _is_str},
     "acquired": {"on_behalf": _is_str},
     "released": {"on_behalf": _is_str},
 }
@@ -227,7 +262,7 @@ def _check_type(kind, value):
         return isinstance(value, str)
     if kind == BOOL:
         return isinstance(value, bool)
-    if kind == OPS:
+    if kind in (OPS, WORKER_OPS):
         return isinstance(value, list)
     if kind == NAMES:
         return isinstance(value, list) and bool(value) and all(_is_error_name(v) for v in value)
@@ -259,10 +294,30 @@ def validate_scenario(sc, stem):
     tasks = {"root"}
     refs = []  # (op, id)
     objects = {}  # object id -> kind ("sender"/"receiver" for channel ends)
-    object_refs = []  # (where, op, id)
+    object_refs = []  # (where, op, id, on_behalf, allowed kinds)
     declare_objects(sc.get("objects", []), objects)
 
-    def walk(ops, where):
+    def walk_worker(ops, where):
+        """A to_thread body: worker ops only."""
+        if not isinstance(ops, list):
+            raise ScenarioError(f"{where}: a body must be a list of ops")
+        for i, op in enumerate(ops):
+            here = f"{where}[{i}]"
+            if not isinstance(op, dict) or not isinstance(op.get("op"), str):
+                raise ScenarioError(f"{here}: an op must be an object with a string 'op'")
+            kind = op["op"]
+            if kind not in WORKER_OP_FIELDS:
+                raise ScenarioError(f"{here}: op {kind!r} cannot run on a worker thread (in a to_thread body)")
+            check_fields(op, WORKER_OP_FIELDS[kind], here)
+            if kind == "fail" and not USER_CODE.match(op["code"]):
+                raise ScenarioError(f"{here}: error codes must match {USER_CODE.pattern}")
+            if kind in WORKER_OBJECT_KINDS:
+                object_refs.append((here, kind, op["object"], False, WORKER_OBJECT_KINDS[kind]))
+            for key in ("body", "finally"):
+                if key in op:
+                    walk_worker(op[key], f"{here}.{key}")
+
+    def walk(ops, where, task):
         if not isinstance(ops, list):
             raise ScenarioError(f"{where}: a body must be a list of ops")
         for i, op in enumerate(ops):
@@ -271,18 +326,10 @@ def validate_scenario(sc, stem):
                 raise ScenarioError(f"{here}: an op must be an object with a string 'op'")
             kind = op["op"]
             if kind not in OP_FIELDS:
+                if kind in WORKER_OP_FIELDS:
+                    raise ScenarioError(f"{here}: {kind!r} is a worker op: only in the body of a to_thread")
                 raise ScenarioError(f"{here}: unknown op {kind!r}")
-            fields = OP_FIELDS[kind]
-            for key, value in op.items():
-                if key == "op":
-                    continue
-                if key not in fields:
-                    raise ScenarioError(f"{here}: op {kind!r} has no field {key!r}")
-                if not _check_type(fields[key][0], value):
-                    raise ScenarioError(f"{here}: field {key!r} of {kind!r} must be {fields[key][0]}")
-            for key, (_, required) in fields.items():
-                if required and key not in op:
-                    raise ScenarioError(f"{here}: op {kind!r} needs field {key!r}")
+            check_fields(op, OP_FIELDS[kind], here)
             if kind == "sleep" and op["for"] < 0:
                 raise ScenarioError(f"{here}: sleep 'for' must be >= 0")
             if kind == "scope":
@@ -308,7 +355,13 @@ def validate_scenario(sc, stem):
             if kind in ("cancel", "set_deadline", "set_shield"):
                 refs.append((here, kind, op["scope"]))
             if kind in OP_OBJECT_KINDS:
-                object_refs.append((here, kind, op["object"], "on_behalf" in op))
+                object_refs.append((here, kind, op["object"], "on_behalf" in op, OP_OBJECT_KINDS[kind]))
+            if kind == "to_thread":
+                if "limiter" in op:
+                    object_refs.append((here, kind, op["limiter"], False, {"limiter"}))
+                tasks.add(task + "/worker")  # its worker's events (README.md)
+                walk_worker(op["body"], f"{here}.body")
+                continue
             if kind in ("clone_sender", "clone_receiver"):
                 if op["as"] in objects:
                     raise ScenarioError(f"{here}: object id {op['as']!r} declared twice")
@@ -319,18 +372,18 @@ def validate_scenario(sc, stem):
                 raise ScenarioError(f"{here}: set_total 'total' must be >= 0")
             for key in ("body", "finally"):
                 if key in op:
-                    walk(op[key], f"{here}.{key}")
+                    walk(op[key], f"{here}.{key}", op["name"] if kind in ("spawn", "start") else task)
 
-    walk(sc["root"], "root")
+    walk(sc["root"], "root", "root")
     for here, kind, ref in refs:
         if ref not in declared:
             raise ScenarioError(f"{here}: {kind} refers to unknown id {ref!r}")
         if kind in ("spawn", "start") and declared[ref] != "group":
             raise ScenarioError(f"{here}: {kind} needs a group, {ref!r} is a scope")
-    for here, kind, ref, on_behalf in object_refs:
+    for here, kind, ref, on_behalf, allowed in object_refs:
         if ref not in objects:
             raise ScenarioError(f"{here}: {kind} refers to unknown object {ref!r}")
-        if objects[ref] not in OP_OBJECT_KINDS[kind]:
+        if objects[ref] not in allowed:
             raise ScenarioError(f"{here}: {kind} does not apply to {ref!r} (a {objects[ref]})")
         if on_behalf and objects[ref] != "limiter":
             raise ScenarioError(f"{here}: 'on_behalf' is for limiters only")
@@ -352,6 +405,21 @@ def validate_scenario(sc, stem):
     times = [ev["t"] for ev in sc["expected"]]
     if times != sorted(times):
         raise ScenarioError("expected events must be listed in time order")
+
+
+def check_fields(op, fields, here):
+    """The fields of one op against its {field: (type, required)} table."""
+    kind = op["op"]
+    for key, value in op.items():
+        if key == "op":
+            continue
+        if key not in fields:
+            raise ScenarioError(f"{here}: op {kind!r} has no field {key!r}")
+        if not _check_type(fields[key][0], value):
+            raise ScenarioError(f"{here}: field {key!r} of {kind!r} must be {fields[key][0]}")
+    for key, (_, required) in fields.items():
+        if required and key not in op:
+            raise ScenarioError(f"{here}: op {kind!r} needs field {key!r}")
 
 
 def declare_objects(decls, objects):
@@ -420,6 +488,8 @@ def validate_event(ev):
     for key in fields:
         if key not in ev:
             raise ScenarioError(f"event {kind!r} needs field {key!r}")
+    if kind == "raised" and ev["op"] != "to_thread" and "object" not in ev:
+        raise ScenarioError("event 'raised' of a synchronization op needs field 'object'")
     if "result" in fields:
         if ev["result"] not in RESULTS:
             raise ScenarioError(f"bad result {ev['result']!r}")

@@ -22,7 +22,9 @@
  *      mapping of its result), so both interpreters share them. A blocking
  *      op's out-values (start's value, a received item) live in the task's
  *      tctx, which outlives a stepped wait; `drain` is one blocking op run
- *      again after each item it receives;
+ *      again after each item it receives; `to_thread` is one blocking op
+ *      whose body a third, small interpreter runs on the worker thread
+ *      (worker ops, task NULL), recording events for the task to print;
  *   4. two interpreters of the op tree: a recursive one for stackful tasks
  *      (the C call stack holds the nesting) and a state machine for stepped
  *      tasks (an explicit stack of frames; every blocking call that returns
@@ -35,6 +37,8 @@
  *
  * Only braid.h is used.
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep */
+
 #include "braid.h"
 #include "json.h"
 
@@ -43,6 +47,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ======================================================================
  * 1. The scenario model
@@ -85,6 +90,12 @@ typedef enum op_kind {
   OP_CLONE_SENDER,
   OP_CLONE_RECEIVER,
   OP_STATISTICS,
+  /* the thread bridge (section 8 of braid.h) */
+  OP_TO_THREAD,
+  /* worker ops: only in the body of a to_thread, run on the worker thread */
+  OP_RETURN,
+  OP_CHECK_CANCELLED,
+  OP_SHIELD,
   OP_COUNT
 } op_kind;
 
@@ -122,7 +133,11 @@ static const char *const op_names[OP_COUNT] = {"sleep",
                                                "close_receiver",
                                                "clone_sender",
                                                "clone_receiver",
-                                               "statistics"};
+                                               "statistics",
+                                               "to_thread",
+                                               "return",
+                                               "check_cancelled",
+                                               "shield"};
 
 /* How a deadline is given: none (for set_deadline: remove it), relative to
  * the time the op runs, or absolute (ms since the start of the run). */
@@ -154,6 +169,7 @@ struct op {
   const char *behalf; /* acquire/acquire_nowait/release of a limiter: the borrower token's name */
   uint64_t token;     /* its token (0 = the task itself) */
   uint64_t count;     /* notify: n; set_total: the total */
+  int abandon;        /* to_thread: BRAID_ABANDON_ON_CANCEL */
 };
 
 /* A named scope or group. Scopes are created on first use, which may come
@@ -388,6 +404,31 @@ static void compile_objects(const json_value *arr) {
 
 static void compile_list(const json_value *arr, op_list *out, const char *where);
 
+/* Set while the body of a to_thread (the worker's ops) is compiled or
+ * resolved: worker bodies have ops of their own and fewer object kinds. */
+static int g_worker_body;
+
+static int worker_op(op_kind k) {
+  switch (k) {
+  case OP_LOG:
+  case OP_FAIL:
+  case OP_TRY:
+  case OP_RETURN:
+  case OP_CHECK_CANCELLED:
+  case OP_SHIELD:
+  case OP_SLEEP_FOREVER:
+  case OP_ACQUIRE:
+  case OP_RELEASE:
+  case OP_SET:
+  case OP_WAIT:
+  case OP_SEND:
+  case OP_RECEIVE:
+    return 1;
+  default:
+    return 0;
+  }
+}
+
 /* Reads the deadline of a scope ("deadline_after" / "deadline_at") or of
  * set_deadline ("after" / "at"; "at": null removes it). */
 static void compile_deadline(op *o, const json_value *j, const char *after_key, const char *at_key, const char *where) {
@@ -412,6 +453,9 @@ static void compile_op(const json_value *j, op *o) {
     if (strcmp(op_names[k], name) == 0) kind = k;
   if (kind < 0) die("unknown op \"%s\"", name);
   o->kind = (op_kind)kind;
+  if (g_worker_body && !worker_op(o->kind)) die("op \"%s\" cannot run on a worker thread (in a to_thread body)", name);
+  if (!g_worker_body && (o->kind == OP_RETURN || o->kind == OP_CHECK_CANCELLED || o->kind == OP_SHIELD))
+    die("op \"%s\" is a worker op: only in the body of a to_thread", name);
   switch (o->kind) {
   case OP_SLEEP:
     o->ms = to_ms(member(j, "for", JSON_NUMBER, 1, name), name);
@@ -508,6 +552,23 @@ static void compile_op(const json_value *j, op *o) {
     o->as = member_str(j, "as", name);
     o->as_obj = add_object(o->as, o->kind == OP_CLONE_SENDER ? OBJ_SENDER : OBJ_RECEIVER, NULL);
     break;
+  case OP_TO_THREAD: {
+    o->abandon = member_bool(j, "abandon_on_cancel", name);
+    const json_value *l = member(j, "limiter", JSON_STRING, 0, name);
+    if (l) o->obj_ref = l->string;
+    g_worker_body = 1;
+    compile_list(member(j, "body", JSON_ARRAY, 1, name), &o->body, name);
+    g_worker_body = 0;
+    break;
+  }
+  case OP_RETURN: {
+    json_value *v = (json_value *)json_get(j, "value");
+    o->value = v && v->type != JSON_NULL ? v : NULL;
+    break;
+  }
+  case OP_SHIELD:
+    compile_list(member(j, "body", JSON_ARRAY, 1, name), &o->body, name);
+    break;
   case OP_SET:
   case OP_WAIT:
   case OP_NOTIFY_ALL:
@@ -562,6 +623,30 @@ static unsigned op_object_kinds(op_kind k) {
     return B(OBJ_RECEIVER);
   case OP_STATISTICS:
     return ~B(OBJ_CHANNEL);
+  case OP_TO_THREAD:
+    return B(OBJ_LIMITER);
+  default:
+    return 0;
+  }
+#undef B
+}
+
+/* The object kinds of the ops a worker thread runs (task NULL). The worker
+ * vocabulary is kept small: no limiters, no conditions, no nowait variants
+ * (README.md, "The thread bridge"). */
+static unsigned worker_object_kinds(op_kind k) {
+#define B(x) (1u << (x))
+  switch (k) {
+  case OP_ACQUIRE:
+  case OP_RELEASE:
+    return B(OBJ_LOCK) | B(OBJ_SEMAPHORE);
+  case OP_SET:
+  case OP_WAIT:
+    return B(OBJ_EVENT);
+  case OP_SEND:
+    return B(OBJ_SENDER);
+  case OP_RECEIVE:
+    return B(OBJ_RECEIVER);
   default:
     return 0;
   }
@@ -570,8 +655,9 @@ static unsigned op_object_kinds(op_kind k) {
 
 static void resolve_object(op *o) {
   o->obj = find_object(o->obj_ref, op_names[o->kind]);
-  if (!(op_object_kinds(o->kind) & (1u << g_objs[o->obj].kind)))
-    die("%s does not apply to \"%s\"", op_names[o->kind], o->obj_ref);
+  unsigned kinds = g_worker_body ? worker_object_kinds(o->kind) : op_object_kinds(o->kind);
+  if (!(kinds & (1u << g_objs[o->obj].kind)))
+    die("%s%s does not apply to \"%s\"", g_worker_body ? "worker op " : "", op_names[o->kind], o->obj_ref);
   if (o->behalf && g_objs[o->obj].kind != OBJ_LIMITER) die("%s: \"on_behalf\" is for limiters only", op_names[o->kind]);
 }
 
@@ -590,7 +676,9 @@ static void resolve_list(op_list *l) {
       o->reg = k;
     }
     if (o->obj_ref) resolve_object(o);
+    if (o->kind == OP_TO_THREAD) g_worker_body = 1;
     resolve_list(&o->body);
+    if (o->kind == OP_TO_THREAD) g_worker_body = 0;
     resolve_list(&o->finally);
   }
 }
@@ -686,6 +774,7 @@ typedef struct tctx {
   uint64_t id;       /* braid_task_id, to name lock owners and borrowers */
   void *start_value; /* braid_group_start writes here (must outlive a stepped wait) */
   void *recv_item;   /* braid_channel_receive writes here (likewise) */
+  struct wjob *wjob; /* the to_thread call in progress (likewise) */
   machine m;
   struct tctx *next_alloc;
 } tctx;
@@ -709,13 +798,17 @@ static void print_ms(braid_time_t rel) {
     printf("%.6f", (double)rel / (double)BRAID_MSEC);
 }
 
-static void ev_begin(tctx *tc, const char *ev) {
+/* Starts an event of task `name` at tc's current time (`name` differs from
+ * tc's own for the events of its worker thread, which tc prints). */
+static void ev_begin_as(tctx *tc, const char *name, const char *ev) {
   fputs("{\"t\":", stdout);
   print_ms(braid_now(tc->self) - g_start);
   fputs(",\"task\":", stdout);
-  json_write_string(stdout, tc->name);
+  json_write_string(stdout, name);
   printf(",\"ev\":\"%s\"", ev);
 }
+
+static void ev_begin(tctx *tc, const char *ev) { ev_begin_as(tc, tc->name, ev); }
 
 static void ev_end(void) {
   fputs("}\n", stdout);
@@ -1301,6 +1394,301 @@ static outcome sync_block_finish(tctx *tc, const op *o, int rc, int *again) {
   return res;
 }
 
+/* ---- to_thread: the thread bridge (section 8 of braid.h) ----
+ *
+ * A to_thread op runs its body, a list of worker ops, on a worker thread
+ * through braid_to_thread. The worker calls braid with task NULL: its waits
+ * (lock, semaphore, event, channel, braid_sleep_forever) honour the task's
+ * cancellation, and `shield` enters a shielded scope of the worker thread's
+ * own (braid_scope_enter(NULL, s)), which hides it.
+ *
+ * The worker never prints: it cannot read the loop's virtual clock, and its
+ * output would interleave with the loop thread's. It records its events in
+ * its wjob; when braid_to_thread has returned, the task prints them, named
+ * "<task>/worker" and stamped with the time at which to_thread returned,
+ * then the to_thread op's own event. A job abandoned on cancellation
+ * (BRAID_ABANDON_ON_CANCEL and the op ends cancelled) may still run then:
+ * its events are dropped. A wjob lives until the end of main, which first
+ * waits until no worker is busy.
+ */
+
+/* fn's result when the body ended with an error; its name is in wjob.err. */
+#define WORKER_FAILED 999
+
+typedef struct wev {
+  const char *ev;    /* the event kind */
+  const op *o;       /* the op that emitted it */
+  const void *item;  /* received: the item */
+  const char *error; /* raised, caught: the error name */
+} wev;
+
+typedef struct wjob {
+  const op *o; /* the to_thread op */
+  wev *evs;    /* written by the worker; read once braid_to_thread returned */
+  size_t nev, cap;
+  const json_value *value; /* the body's `return` value (NULL = null) */
+  const char *err;         /* the error being propagated (W_ERROR) */
+  const char *bad_what;    /* a braid call failed unexpectedly on the worker */
+  int bad_rc, reported;
+  struct wjob *next; /* g_wjobs */
+} wjob;
+
+static wjob *g_wjobs; /* every wjob; touched by the loop thread, then main */
+
+/* How a worker op ends: as an op of a task, plus the `return` op. */
+typedef enum wkind { W_OK, W_CANCELLED, W_ERROR, W_RETURN } wkind;
+
+static void wrecord(wjob *wj, const char *ev, const op *o, const void *item, const char *error) {
+  if (wj->nev == wj->cap) {
+    size_t ncap = wj->cap ? wj->cap * 2 : 8;
+    wev *ne = realloc(wj->evs, ncap * sizeof *ne);
+    if (!ne) die("out of memory");
+    wj->evs = ne;
+    wj->cap = ncap;
+  }
+  wj->evs[wj->nev++] = (wev){ev, o, item, error};
+}
+
+/* An unexpected braid result on the worker: the task reports it. */
+static wkind wbad(wjob *wj, const char *what, int rc) {
+  if (!wj->bad_what) {
+    wj->bad_what = what;
+    wj->bad_rc = rc;
+  }
+  wj->err = "testee_error";
+  return W_ERROR;
+}
+
+static wkind wfailure(wjob *wj, const op *o, int rc) {
+  if (rc == BRAID_ECANCELED) {
+    wrecord(wj, "cancelled", o, NULL, NULL);
+    return W_CANCELLED;
+  }
+  const char *name = o->obj_ref ? sync_error_name(o, rc) : NULL;
+  if (!name) return wbad(wj, op_names[o->kind], rc);
+  wrecord(wj, "raised", o, NULL, name);
+  wj->err = name;
+  return W_ERROR;
+}
+
+static wkind wrun_list(wjob *wj, const op_list *l);
+
+static wkind wrun_op(wjob *wj, const op *o) {
+  object *ob = o->obj_ref ? obj_of(o) : NULL;
+  void *item = NULL;
+  int rc;
+  if (ob && end_missing(ob)) return wbad(wj, "scenario: channel end used before its clone ran", BRAID_EINVAL);
+  switch (o->kind) {
+  case OP_LOG:
+    wrecord(wj, "log", o, NULL, NULL);
+    return W_OK;
+  case OP_FAIL:
+    wj->err = o->text;
+    return W_ERROR;
+  case OP_RETURN:
+    wj->value = o->value;
+    return W_RETURN;
+  case OP_CHECK_CANCELLED:
+    rc = braid_thread_check_cancelled();
+    return rc == 0 ? W_OK : wfailure(wj, o, rc);
+  case OP_SLEEP_FOREVER:
+    rc = braid_sleep_forever(NULL);
+    return rc == BRAID_ECANCELED ? wfailure(wj, o, rc) : wbad(wj, "sleep_forever (worker)", rc);
+  case OP_SHIELD: {
+    braid_scope *s;
+    rc = braid_scope_new(BRAID_NEVER, BRAID_SHIELD, &s);
+    if (rc != 0) return wbad(wj, "scope_new (worker)", rc);
+    rc = braid_scope_enter(NULL, s);
+    if (rc != 0) {
+      braid_scope_unref(s);
+      return wbad(wj, "scope_enter (worker)", rc);
+    }
+    wkind k = wrun_list(wj, &o->body);
+    int body_rc = k == W_CANCELLED ? BRAID_ECANCELED : k == W_ERROR ? WORKER_FAILED : 0;
+    rc = braid_scope_exit(s, body_rc);
+    braid_scope_unref(s);
+    return rc == body_rc ? k : wbad(wj, "scope_exit (worker)", rc);
+  }
+  case OP_TRY: {
+    wkind k = wrun_list(wj, &o->body);
+    if (k == W_ERROR)
+      for (size_t i = 0; i < o->nexcept; i++)
+        if (strcmp(o->except[i], wj->err) == 0) {
+          wrecord(wj, "caught", o, NULL, wj->err);
+          k = W_OK;
+          break;
+        }
+    const char *err = wj->err;
+    wkind fin = wrun_list(wj, &o->finally);
+    if (fin != W_OK) return fin; /* replaces the body's outcome */
+    wj->err = err;
+    return k;
+  }
+  case OP_ACQUIRE:
+    rc = ob->kind == OBJ_LOCK ? braid_lock_acquire(NULL, ob->lock) : braid_semaphore_acquire(NULL, ob->sem);
+    break;
+  case OP_RELEASE:
+    rc = ob->kind == OBJ_LOCK ? braid_lock_release(NULL, ob->lock) : braid_semaphore_release(ob->sem);
+    break;
+  case OP_SET:
+    rc = braid_event_set(ob->event);
+    break;
+  case OP_WAIT:
+    rc = braid_event_wait(NULL, ob->event);
+    break;
+  case OP_SEND:
+    rc = braid_channel_send(NULL, ob->tx, o->value);
+    break;
+  case OP_RECEIVE:
+    rc = braid_channel_receive(NULL, ob->rx, &item);
+    break;
+  default:
+    return wbad(wj, "not a worker op", BRAID_EINVAL);
+  }
+  if (rc != 0) return wfailure(wj, o, rc);
+  static const char *const success[OP_COUNT] = {
+      [OP_ACQUIRE] = "acquired", [OP_RELEASE] = "released", [OP_SET] = "set",
+      [OP_WAIT] = "woken",       [OP_SEND] = "sent",        [OP_RECEIVE] = "received"};
+  wrecord(wj, success[o->kind], o, item, NULL);
+  return W_OK;
+}
+
+static wkind wrun_list(wjob *wj, const op_list *l) {
+  for (size_t i = 0; i < l->count; i++) {
+    wkind k = wrun_op(wj, &l->items[i]);
+    if (k != W_OK) return k;
+  }
+  return W_OK;
+}
+
+/* The braid_thread_fn of every to_thread: runs on the worker thread. */
+static int worker_main(void *arg) {
+  wjob *wj = arg;
+  switch (wrun_list(wj, &wj->o->body)) {
+  case W_CANCELLED:
+    return BRAID_ECANCELED;
+  case W_ERROR:
+    return WORKER_FAILED;
+  default:
+    return 0;
+  }
+}
+
+static int to_thread_begin(tctx *tc, const op *o) {
+  wjob *wj = xcalloc(1, sizeof *wj);
+  wj->o = o;
+  wj->next = g_wjobs;
+  g_wjobs = wj;
+  tc->wjob = wj;
+  return braid_to_thread(tc->self, worker_main, wj, o->abandon ? BRAID_ABANDON_ON_CANCEL : 0u,
+                         o->obj_ref ? obj_of(o)->lim : NULL);
+}
+
+static void print_worker_events(tctx *tc, const wjob *wj) {
+  size_t len = strlen(tc->name);
+  char *name = xcalloc(len + sizeof "/worker", 1);
+  memcpy(name, tc->name, len);
+  memcpy(name + len, "/worker", sizeof "/worker");
+  for (size_t i = 0; i < wj->nev; i++) {
+    const wev *e = &wj->evs[i];
+    ev_begin_as(tc, name, e->ev);
+    if (strcmp(e->ev, "log") == 0) {
+      fputs(",\"msg\":", stdout);
+      json_write_string(stdout, e->o->text);
+    } else if (strcmp(e->ev, "caught") == 0) {
+      fputs(",\"error\":", stdout);
+      json_write_string(stdout, e->error);
+    } else {
+      if (strcmp(e->ev, "cancelled") == 0 || strcmp(e->ev, "raised") == 0)
+        printf(",\"op\":\"%s\"", op_names[e->o->kind]);
+      if (e->o->obj_ref) {
+        fputs(",\"object\":", stdout);
+        json_write_string(stdout, obj_of(e->o)->id);
+      }
+      if (e->error) printf(",\"error\":\"%s\"", e->error);
+      if (strcmp(e->ev, "sent") == 0 || strcmp(e->ev, "received") == 0) {
+        fputs(",\"value\":", stdout);
+        json_write(stdout, strcmp(e->ev, "sent") == 0 ? e->o->value : e->item);
+      }
+    }
+    ev_end();
+  }
+  free(name);
+}
+
+/* braid_to_thread returned rc: print the worker's events (unless the job
+ * was abandoned), then the op's own: `returned`, `cancelled` or `raised`. */
+static outcome to_thread_finish(tctx *tc, const op *o, int rc) {
+  wjob *wj = tc->wjob;
+  tc->wjob = NULL;
+  if (!wj) return internal(tc, "to_thread finished without a job", rc);
+  if (!(rc == BRAID_ECANCELED && o->abandon)) {
+    print_worker_events(tc, wj);
+    if (wj->bad_what) {
+      wj->reported = 1;
+      return internal(tc, wj->bad_what, wj->bad_rc);
+    }
+  }
+  switch (rc) {
+  case 0:
+    ev_begin(tc, "returned");
+    fputs(",\"value\":", stdout);
+    if (wj->value)
+      json_write(stdout, wj->value);
+    else
+      fputs("null", stdout);
+    ev_end();
+    return out_ok();
+  case BRAID_ECANCELED:
+    ev_begin(tc, "cancelled");
+    fputs(",\"op\":\"to_thread\"", stdout);
+    ev_end();
+    return out_cancelled();
+  case WORKER_FAILED:
+    ev_begin(tc, "raised");
+    fputs(",\"op\":\"to_thread\",\"error\":", stdout);
+    json_write_string(stdout, wj->err);
+    ev_end();
+    return out_error(wj->err);
+  default:
+    return internal(tc, "to_thread", rc);
+  }
+}
+
+/* After the run: wait until no worker thread runs a job any more (an
+ * abandoned one may), so that the objects and wjobs can go. A worker still
+ * busy after 10 s (a scenario that never lets an abandoned worker finish)
+ * ends the testee with status 3. Then report what abandoned workers could
+ * not, and free the wjobs. */
+static int finish_workers(void) {
+  int status = 0;
+  if (!g_wjobs) return 0;
+  for (int waited = 0;; waited++) {
+    braid_worker_stats ws;
+    memset(&ws, 0, sizeof ws);
+    ws.size = sizeof ws;
+    if (braid_worker_statistics(&ws) != 0 || ws.busy == 0) break;
+    if (waited == 10000) {
+      fprintf(stderr, "braid_testee: a worker thread is still busy after the run\n");
+      fflush(stdout);
+      _Exit(3);
+    }
+    struct timespec ts = {0, 1000000};
+    nanosleep(&ts, NULL);
+  }
+  while (g_wjobs) {
+    wjob *wj = g_wjobs;
+    g_wjobs = wj->next;
+    if (wj->bad_what && !wj->reported) {
+      fprintf(stderr, "braid_testee: worker: %s failed: %s\n", wj->bad_what, braid_errname(wj->bad_rc));
+      status = 3;
+    }
+    free(wj->evs);
+    free(wj);
+  }
+  return status;
+}
+
 /* The braid call of a blocking op. On a stepped task it may return
  * BRAID_EPENDING; the outcome then arrives as the next step's resume. */
 static int block_begin(tctx *tc, const op *o) {
@@ -1327,6 +1715,8 @@ static int block_begin(tctx *tc, const op *o) {
   case OP_RECEIVE:
   case OP_DRAIN:
     return sync_block_begin(tc, o);
+  case OP_TO_THREAD:
+    return to_thread_begin(tc, o);
   default:
     return BRAID_EINVAL;
   }
@@ -1343,6 +1733,8 @@ static outcome block_finish(tctx *tc, const op *o, int rc, int *again) {
   case OP_RECEIVE:
   case OP_DRAIN:
     return sync_block_finish(tc, o, rc, again);
+  case OP_TO_THREAD:
+    return to_thread_finish(tc, o, rc);
   default:
     break;
   }
@@ -1393,7 +1785,7 @@ static outcome block_finish(tctx *tc, const op *o, int rc, int *again) {
 
 static int is_blocking(op_kind k) {
   return k == OP_SLEEP || k == OP_SLEEP_FOREVER || k == OP_CHECKPOINT || k == OP_SHIELDED_CHECKPOINT || k == OP_START ||
-         k == OP_ACQUIRE || k == OP_WAIT || k == OP_SEND || k == OP_RECEIVE || k == OP_DRAIN;
+         k == OP_ACQUIRE || k == OP_WAIT || k == OP_SEND || k == OP_RECEIVE || k == OP_DRAIN || k == OP_TO_THREAD;
 }
 
 /* The ops that neither block nor nest. */
@@ -1871,6 +2263,7 @@ int main(int argc, char **argv) {
     status = 3;
   }
 
+  if (finish_workers() != 0) status = 3;
   for (size_t i = 0; i < g_nreg; i++) {
     if (g_reg[i].group) braid_group_free(g_reg[i].group);
     if (g_reg[i].scope) braid_scope_unref(g_reg[i].scope);
