@@ -242,6 +242,15 @@ static void test_ctx_watch_fd_negative_with_callback_is_einval(void **state) {
   assert_int_equal(braid_run(noop_root, NULL, &o), BRAID_EINVAL);
 }
 
+static void test_ctx_coop_budget_out_of_range_is_einval(void **state) {
+  (void)state;
+  braid_run_opts o = run_opts(BRAID_CLOCK_VIRTUAL);
+  o.coop_budget = 1000001;
+  assert_int_equal(braid_run(noop_root, NULL, &o), BRAID_EINVAL);
+  o.coop_budget = 1000000;
+  assert_int_equal(braid_run(noop_root, NULL, &o), 0);
+}
+
 int main(void) {
   const struct CMUnitTest tests[] = {
       BT(test_ctx_rounding_mode_is_per_task),
@@ -249,6 +258,7 @@ int main(void) {
       BT(test_ctx_tasks_use_deep_stacks_and_stacks_are_reused),
       BT(test_ctx_poll_hooks_and_watched_fd_run_on_the_loop),
       BT(test_ctx_watch_fd_negative_with_callback_is_einval),
+      BT(test_ctx_coop_budget_out_of_range_is_einval),
   };
   return cmocka_run_group_tests(tests, NULL, NULL);
 }
