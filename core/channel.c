@@ -135,77 +135,6 @@ static inline int try_send(braid__channel *c, void *item, braid__link *wl) {
   return BRAID_EWOULDBLOCK;
 }
 
-int braid_channel_send(braid_task *task, braid_sender *tx, void *item) {
-  if (!tx) return BRAID_EINVAL;
-  braid__channel *c = tx->ch;
-  if (!c) return BRAID_ECLOSED;
-  int rc = braid__wait_check(task);
-  if (rc) return rc;
-  braid__link wl;
-  braid__list_init(&wl);
-  braid__spin_lock(&c->base.lock);
-  rc = try_send(c, item, &wl);
-  if (rc != BRAID_EWOULDBLOCK) {
-    braid__spin_unlock(&c->base.lock);
-    braid__wake_list(&wl);
-    return rc == 0 ? braid__done_yield(task, 0) : rc;
-  }
-  braid__waiter sw, *w;
-  rc = braid__wait_prepare(task, &w, &sw);
-  if (rc) {
-    braid__spin_unlock(&c->base.lock);
-    return rc;
-  }
-  w->item = item;
-  w->flags |= WF_SENDER;
-  braid__list_push(&c->senders, &w->link);
-  c->nsenders_waiting++;
-  return braid__wait_block(task, &c->base, w, NULL);
-}
-
-int braid_channel_send_nowait(braid_sender *tx, void *item) {
-  if (!tx) return BRAID_EINVAL;
-  braid__channel *c = tx->ch;
-  if (!c) return BRAID_ECLOSED;
-  braid__link wl;
-  braid__list_init(&wl);
-  braid__spin_lock(&c->base.lock);
-  int rc = try_send(c, item, &wl);
-  braid__spin_unlock(&c->base.lock);
-  braid__wake_list(&wl);
-  return rc;
-}
-
-int braid_channel_send_cb(braid_sender *tx, void *item, braid_wait_cb cb, void *ud, braid_wait **out) {
-  if (!tx || !cb || !out) return BRAID_EINVAL;
-  *out = NULL;
-  braid__channel *c = tx->ch;
-  if (!c) return BRAID_ECLOSED;
-  braid_wait *h;
-  int rc = braid__cb_new(cb, ud, 0, &h);
-  if (rc) return rc;
-  braid__link wl;
-  braid__list_init(&wl);
-  braid__spin_lock(&c->base.lock);
-  rc = try_send(c, item, &wl);
-  if (rc != BRAID_EWOULDBLOCK) {
-    braid__spin_unlock(&c->base.lock);
-    braid__wake_list(&wl);
-    braid__cb_drop(h);
-    return rc;
-  }
-  h->w.prim = &c->base;
-  h->w.item = item;
-  h->w.flags |= WF_SENDER;
-  braid__list_push(&c->senders, &h->w.link);
-  c->nsenders_waiting++;
-  braid__spin_unlock(&c->base.lock);
-  *out = h;
-  return BRAID_EPENDING;
-}
-
-/* ---- receive ---- */
-
 /* Lock held: take an item without waiting if possible. Returns 0,
  * BRAID_EEOF or BRAID_EWOULDBLOCK. */
 static inline int try_receive(braid__channel *c, void **item, braid__link *wl) {
@@ -230,71 +159,90 @@ static inline int try_receive(braid__channel *c, void **item, braid__link *wl) {
   return BRAID_EWOULDBLOCK;
 }
 
-int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item) {
-  if (!rx || !item) return BRAID_EINVAL;
-  braid__channel *c = rx->ch;
-  if (!c) return BRAID_ECLOSED;
-  int rc = braid__wait_check(task);
-  if (rc) return rc;
+/* ---- one operation, three ways of waiting ---- */
+
+enum { OP_WAIT, OP_NOWAIT, OP_CB };
+
+/* Send (sender = 1, arg = the item) or receive (sender = 0, arg = the
+ * void ** to store into), waiting as `task` or the calling thread (OP_WAIT),
+ * not at all (OP_NOWAIT), or through a callback waiter (OP_CB). Inlined into
+ * each public function, so each is specialised. */
+static inline __attribute__((always_inline)) int ch_op(braid__channel *c, int sender, void *arg, int mode,
+                                                       braid_task *task, braid_wait_cb cb, void *ud, braid_wait **out) {
+  int rc;
+  braid_wait *h = NULL;
+  if (mode == OP_WAIT && (rc = braid__wait_check(task)) != 0) return rc;
+  if (mode == OP_CB) {
+    *out = NULL;
+    if ((rc = braid__cb_new(cb, ud, 0, &h)) != 0) return rc;
+  }
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
-  rc = try_receive(c, item, &wl);
-  if (rc != BRAID_EWOULDBLOCK) {
+  rc = sender ? try_send(c, arg, &wl) : try_receive(c, (void **)arg, &wl);
+  if (rc != BRAID_EWOULDBLOCK || mode == OP_NOWAIT) {
     braid__spin_unlock(&c->base.lock);
     braid__wake_list(&wl);
-    return rc == 0 ? braid__done_yield(task, 0) : rc;
+    if (h) braid__cb_drop(h);
+    return rc == 0 && mode == OP_WAIT ? braid__done_yield(task, 0) : rc;
   }
-  braid__waiter sw, *w;
-  rc = braid__wait_prepare(task, &w, &sw);
-  if (rc) {
+  braid__waiter sw, *w = h ? &h->w : NULL;
+  if (!w && (rc = braid__wait_prepare(task, &w, &sw)) != 0) {
     braid__spin_unlock(&c->base.lock);
     return rc;
   }
-  w->item = item;
-  braid__list_push(&c->receivers, &w->link);
-  c->nreceivers_waiting++;
+  w->prim = &c->base;
+  w->item = arg;
+  if (sender) {
+    w->flags |= WF_SENDER;
+    braid__list_push(&c->senders, &w->link);
+    c->nsenders_waiting++;
+  } else {
+    braid__list_push(&c->receivers, &w->link);
+    c->nreceivers_waiting++;
+  }
+  if (h) {
+    braid__spin_unlock(&c->base.lock);
+    *out = h;
+    return BRAID_EPENDING;
+  }
   return braid__wait_block(task, &c->base, w, NULL);
+}
+
+int braid_channel_send(braid_task *task, braid_sender *tx, void *item) {
+  if (!tx) return BRAID_EINVAL;
+  if (!tx->ch) return BRAID_ECLOSED;
+  return ch_op(tx->ch, 1, item, OP_WAIT, task, NULL, NULL, NULL);
+}
+
+int braid_channel_send_nowait(braid_sender *tx, void *item) {
+  if (!tx) return BRAID_EINVAL;
+  if (!tx->ch) return BRAID_ECLOSED;
+  return ch_op(tx->ch, 1, item, OP_NOWAIT, NULL, NULL, NULL, NULL);
+}
+
+int braid_channel_send_cb(braid_sender *tx, void *item, braid_wait_cb cb, void *ud, braid_wait **out) {
+  if (!tx || !cb || !out) return BRAID_EINVAL;
+  if (!tx->ch) return BRAID_ECLOSED;
+  return ch_op(tx->ch, 1, item, OP_CB, NULL, cb, ud, out);
+}
+
+int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item) {
+  if (!rx || !item) return BRAID_EINVAL;
+  if (!rx->ch) return BRAID_ECLOSED;
+  return ch_op(rx->ch, 0, item, OP_WAIT, task, NULL, NULL, NULL);
 }
 
 int braid_channel_receive_nowait(braid_receiver *rx, void **item) {
   if (!rx || !item) return BRAID_EINVAL;
-  braid__channel *c = rx->ch;
-  if (!c) return BRAID_ECLOSED;
-  braid__link wl;
-  braid__list_init(&wl);
-  braid__spin_lock(&c->base.lock);
-  int rc = try_receive(c, item, &wl);
-  braid__spin_unlock(&c->base.lock);
-  braid__wake_list(&wl);
-  return rc;
+  if (!rx->ch) return BRAID_ECLOSED;
+  return ch_op(rx->ch, 0, item, OP_NOWAIT, NULL, NULL, NULL, NULL);
 }
 
 int braid_channel_receive_cb(braid_receiver *rx, void **item, braid_wait_cb cb, void *ud, braid_wait **out) {
   if (!rx || !item || !cb || !out) return BRAID_EINVAL;
-  *out = NULL;
-  braid__channel *c = rx->ch;
-  if (!c) return BRAID_ECLOSED;
-  braid_wait *h;
-  int rc = braid__cb_new(cb, ud, 0, &h);
-  if (rc) return rc;
-  braid__link wl;
-  braid__list_init(&wl);
-  braid__spin_lock(&c->base.lock);
-  rc = try_receive(c, item, &wl);
-  if (rc != BRAID_EWOULDBLOCK) {
-    braid__spin_unlock(&c->base.lock);
-    braid__wake_list(&wl);
-    braid__cb_drop(h);
-    return rc;
-  }
-  h->w.prim = &c->base;
-  h->w.item = item;
-  braid__list_push(&c->receivers, &h->w.link);
-  c->nreceivers_waiting++;
-  braid__spin_unlock(&c->base.lock);
-  *out = h;
-  return BRAID_EPENDING;
+  if (!rx->ch) return BRAID_ECLOSED;
+  return ch_op(rx->ch, 0, item, OP_CB, NULL, cb, ud, out);
 }
 
 /* ---- ends ---- */
