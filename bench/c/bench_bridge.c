@@ -26,53 +26,7 @@
 #include <time.h>
 
 #include "braid.h"
-
-static int json, quick;
-#define RUNS 5
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static void report(const char *bench, const char *unit, double *v, int runs) {
-  qsort(v, runs, sizeof *v, cmp_double);
-  double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
-  if (json)
-    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench, unit,
-           med, runs);
-  else
-    printf("%-32s %12.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
-  fflush(stdout);
-}
-
-typedef double (*rep_fn)(long n); /* returns the value of one repetition */
-
-static void bench(const char *name, const char *unit, rep_fn fn, long n) {
-  if (quick) n /= 10;
-  if (n < 1) n = 1;
-  double v[RUNS];
-  fn(n); /* warm-up */
-  for (int i = 0; i < RUNS; i++)
-    v[i] = fn(n);
-  report(name, unit, v, RUNS);
-}
-
-/* A failed call makes the numbers meaningless: stop. */
-#define CHECK(call)                                                                                                    \
-  do {                                                                                                                 \
-    int rc_ = (call);                                                                                                  \
-    if (rc_ != 0) {                                                                                                    \
-      fprintf(stderr, "bench_bridge: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, braid_errname(rc_));                 \
-      exit(1);                                                                                                         \
-    }                                                                                                                  \
-  } while (0)
+#include "harness.h"
 
 static int nop_fn(void *arg) {
   (void)arg;
@@ -90,10 +44,10 @@ static double t0, t1;
 /* ---- to_thread_roundtrip ---- */
 static int to_thread_root(braid_task *self, void *arg) {
   long n = *(long *)arg;
-  CHECK(braid_to_thread(self, nop_fn, NULL, 0, NULL)); /* a worker is idle from here on */
+  BENCH_CHECK(braid_to_thread(self, nop_fn, NULL, 0, NULL)); /* a worker is idle from here on */
   t0 = now_ns();
   for (long i = 0; i < n; i++)
-    CHECK(braid_to_thread(self, nop_fn, NULL, 0, NULL));
+    BENCH_CHECK(braid_to_thread(self, nop_fn, NULL, 0, NULL));
   t1 = now_ns();
   return 0;
 }
@@ -102,7 +56,7 @@ static double rep_to_thread(long n) {
   memset(&o, 0, sizeof o);
   o.size = sizeof o;
   o.clock = BRAID_CLOCK_REAL;
-  CHECK(braid_run(to_thread_root, &n, &o));
+  BENCH_CHECK(braid_run(to_thread_root, &n, &o));
   return (t1 - t0) / n;
 }
 
@@ -137,7 +91,7 @@ static void host_start(host *h) {
   memset(h, 0, sizeof *h);
   pthread_mutex_init(&h->mu, NULL);
   pthread_cond_init(&h->cv, NULL);
-  CHECK(braid_event_new(&h->stop));
+  BENCH_CHECK(braid_event_new(&h->stop));
   if (pthread_create(&h->thread, NULL, host_main, h)) {
     fprintf(stderr, "bench_bridge: pthread_create failed\n");
     exit(1);
@@ -148,11 +102,11 @@ static void host_start(host *h) {
   pthread_mutex_unlock(&h->mu);
 }
 static void host_stop(host *h) {
-  CHECK(braid_event_set(h->stop));
+  BENCH_CHECK(braid_event_set(h->stop));
   pthread_join(h->thread, NULL);
-  CHECK(h->rc);
-  CHECK(braid_loop_unref(h->loop));
-  CHECK(braid_event_free(h->stop));
+  BENCH_CHECK(h->rc);
+  BENCH_CHECK(braid_loop_unref(h->loop));
+  BENCH_CHECK(braid_event_free(h->stop));
   pthread_cond_destroy(&h->cv);
   pthread_mutex_destroy(&h->mu);
 }
@@ -161,10 +115,10 @@ static void host_stop(host *h) {
 static double rep_from_thread_run(long n) {
   host h;
   host_start(&h);
-  CHECK(braid_from_thread_run(h.loop, nop_task, NULL)); /* warm: a stack is cached */
+  BENCH_CHECK(braid_from_thread_run(h.loop, nop_task, NULL)); /* warm: a stack is cached */
   t0 = now_ns();
   for (long i = 0; i < n; i++)
-    CHECK(braid_from_thread_run(h.loop, nop_task, NULL));
+    BENCH_CHECK(braid_from_thread_run(h.loop, nop_task, NULL));
   t1 = now_ns();
   host_stop(&h);
   return (t1 - t0) / n;
@@ -172,10 +126,10 @@ static double rep_from_thread_run(long n) {
 static double rep_from_thread_run_sync(long n) {
   host h;
   host_start(&h);
-  CHECK(braid_from_thread_run_sync(h.loop, nop_fn, NULL));
+  BENCH_CHECK(braid_from_thread_run_sync(h.loop, nop_fn, NULL));
   t0 = now_ns();
   for (long i = 0; i < n; i++)
-    CHECK(braid_from_thread_run_sync(h.loop, nop_fn, NULL));
+    BENCH_CHECK(braid_from_thread_run_sync(h.loop, nop_fn, NULL));
   t1 = now_ns();
   host_stop(&h);
   return (t1 - t0) / n;
@@ -184,28 +138,18 @@ static double rep_from_thread_run_sync(long n) {
 /* ---- portal_call ---- */
 static double rep_portal_call(long n) {
   braid_portal *p;
-  CHECK(braid_portal_start(NULL, &p)); /* real clock by default */
-  CHECK(braid_portal_call(p, nop_task, NULL));
+  BENCH_CHECK(braid_portal_start(NULL, &p)); /* real clock by default */
+  BENCH_CHECK(braid_portal_call(p, nop_task, NULL));
   t0 = now_ns();
   for (long i = 0; i < n; i++)
-    CHECK(braid_portal_call(p, nop_task, NULL));
+    BENCH_CHECK(braid_portal_call(p, nop_task, NULL));
   t1 = now_ns();
-  CHECK(braid_portal_stop(p, 0));
+  BENCH_CHECK(braid_portal_stop(p, 0));
   return (t1 - t0) / n;
 }
 
 int main(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = 1;
-    else if (!strcmp(argv[i], "--quick"))
-      quick = 1;
-    else {
-      fprintf(stderr, "usage: %s [--json] [--quick]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (!json) printf("braid %s thread bridge benchmarks (median of %d runs)\n", braid_version_string(), RUNS);
+  bench_args(argc, argv, "thread bridge benchmarks");
   bench("to_thread_roundtrip", "ns/op", rep_to_thread, 50000);
   bench("from_thread_run_roundtrip", "ns/op", rep_from_thread_run, 50000);
   bench("from_thread_run_sync_roundtrip", "ns/op", rep_from_thread_run_sync, 50000);

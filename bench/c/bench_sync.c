@@ -30,53 +30,7 @@
 #include <time.h>
 
 #include "braid.h"
-
-static int json, quick;
-#define RUNS 5
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static void report(const char *bench, const char *unit, double *v, int runs) {
-  qsort(v, runs, sizeof *v, cmp_double);
-  double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
-  if (json)
-    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench, unit,
-           med, runs);
-  else
-    printf("%-24s %14.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
-  fflush(stdout);
-}
-
-typedef double (*rep_fn)(long n); /* returns the value of one repetition */
-
-static void bench(const char *name, const char *unit, rep_fn fn, long n) {
-  if (quick) n /= 10;
-  if (n < 1) n = 1;
-  double v[RUNS];
-  fn(n); /* warm-up */
-  for (int i = 0; i < RUNS; i++)
-    v[i] = fn(n);
-  report(name, unit, v, RUNS);
-}
-
-/* A failed call makes the numbers meaningless: stop. */
-#define CHECK(call)                                                                                                    \
-  do {                                                                                                                 \
-    int rc_ = (call);                                                                                                  \
-    if (rc_ != 0) {                                                                                                    \
-      fprintf(stderr, "bench_sync: %s:%d: %s: %s\n", __FILE__, __LINE__, #call, braid_errname(rc_));                   \
-      exit(1);                                                                                                         \
-    }                                                                                                                  \
-  } while (0)
+#include "harness.h"
 
 static braid_run_opts run_opts(int clock) {
   braid_run_opts o;
@@ -89,7 +43,7 @@ static braid_run_opts run_opts(int clock) {
 /* Run fn as the root of a new loop and stop on any failure. */
 static void run(braid_fn fn, void *arg, int clock) {
   braid_run_opts o = run_opts(clock);
-  CHECK(braid_run(fn, arg, &o));
+  BENCH_CHECK(braid_run(fn, arg, &o));
 }
 
 static double t0, t1;
@@ -97,16 +51,16 @@ static double t0, t1;
 /* ---- lock_uncontended_task / _thread ---- */
 static void lock_loop(braid_task *self, long n) {
   braid_lock *lock;
-  CHECK(braid_lock_new(&lock));
-  CHECK(braid_lock_acquire(self, lock)); /* warm */
-  CHECK(braid_lock_release(self, lock));
+  BENCH_CHECK(braid_lock_new(&lock));
+  BENCH_CHECK(braid_lock_acquire(self, lock)); /* warm */
+  BENCH_CHECK(braid_lock_release(self, lock));
   t0 = now_ns();
   for (long i = 0; i < n; i++) {
     braid_lock_acquire(self, lock);
     braid_lock_release(self, lock);
   }
   t1 = now_ns();
-  CHECK(braid_lock_free(lock));
+  BENCH_CHECK(braid_lock_free(lock));
 }
 static int lock_task_root(braid_task *self, void *arg) {
   lock_loop(self, *(long *)arg);
@@ -136,13 +90,13 @@ static int taker(braid_task *self, void *arg) {
   taker_arg *a = arg;
   pingpong *pp = a->pp;
   for (long i = 0; i < pp->n; i++) {
-    CHECK(braid_lock_acquire(self, pp->lock));
+    BENCH_CHECK(braid_lock_acquire(self, pp->lock));
     if (pp->last != a->me) {
       pp->last = a->me;
       pp->handoffs++;
     }
-    CHECK(braid_checkpoint(self)); /* the other task runs and queues for the lock */
-    CHECK(braid_lock_release(self, pp->lock));
+    BENCH_CHECK(braid_checkpoint(self)); /* the other task runs and queues for the lock */
+    BENCH_CHECK(braid_lock_release(self, pp->lock));
   }
   return 0;
 }
@@ -150,20 +104,20 @@ static int pingpong_root(braid_task *self, void *arg) {
   pingpong *pp = arg;
   taker_arg a = {pp, 0}, b = {pp, 1};
   braid_group *g;
-  CHECK(braid_group_open(self, &g));
-  CHECK(braid_group_spawn(g, taker, &a, NULL, NULL));
-  CHECK(braid_group_spawn(g, taker, &b, NULL, NULL));
+  BENCH_CHECK(braid_group_open(self, &g));
+  BENCH_CHECK(braid_group_spawn(g, taker, &a, NULL, NULL));
+  BENCH_CHECK(braid_group_spawn(g, taker, &b, NULL, NULL));
   t0 = now_ns();
-  CHECK(braid_group_close(g, 0));
+  BENCH_CHECK(braid_group_close(g, 0));
   t1 = now_ns();
   braid_group_free(g);
   return 0;
 }
 static double rep_lock_pingpong(long n) {
   pingpong pp = {NULL, n, -1, 0};
-  CHECK(braid_lock_new(&pp.lock));
+  BENCH_CHECK(braid_lock_new(&pp.lock));
   run(pingpong_root, &pp, BRAID_CLOCK_VIRTUAL);
-  CHECK(braid_lock_free(pp.lock));
+  BENCH_CHECK(braid_lock_free(pp.lock));
   if (pp.handoffs < 2 * n - 1)
     fprintf(stderr, "bench_sync: lock_pingpong: only %ld of %ld acquisitions were hand-offs\n", pp.handoffs, 2 * n);
   return (t1 - t0) / pp.handoffs;
@@ -177,8 +131,8 @@ typedef struct {
 static void *handoff_thread(void *arg) {
   handoff *h = arg;
   for (long i = 0; i < h->n; i++) {
-    CHECK(braid_semaphore_acquire(NULL, h->to_thread));
-    CHECK(braid_semaphore_release(h->to_task));
+    BENCH_CHECK(braid_semaphore_acquire(NULL, h->to_thread));
+    BENCH_CHECK(braid_semaphore_release(h->to_task));
   }
   return NULL;
 }
@@ -186,16 +140,16 @@ static int handoff_root(braid_task *self, void *arg) {
   handoff *h = arg;
   t0 = now_ns();
   for (long i = 0; i < h->n; i++) {
-    CHECK(braid_semaphore_release(h->to_thread));
-    CHECK(braid_semaphore_acquire(self, h->to_task));
+    BENCH_CHECK(braid_semaphore_release(h->to_thread));
+    BENCH_CHECK(braid_semaphore_acquire(self, h->to_task));
   }
   t1 = now_ns();
   return 0;
 }
 static double rep_handoff(long n) {
   handoff h = {NULL, NULL, n};
-  CHECK(braid_semaphore_new(0, 0, &h.to_thread));
-  CHECK(braid_semaphore_new(0, 0, &h.to_task));
+  BENCH_CHECK(braid_semaphore_new(0, 0, &h.to_thread));
+  BENCH_CHECK(braid_semaphore_new(0, 0, &h.to_task));
   pthread_t th;
   if (pthread_create(&th, NULL, handoff_thread, &h)) {
     fprintf(stderr, "bench_sync: pthread_create failed\n");
@@ -204,8 +158,8 @@ static double rep_handoff(long n) {
   /* real clock: the loop sleeps in the poller while the thread has the token */
   run(handoff_root, &h, BRAID_CLOCK_REAL);
   pthread_join(th, NULL);
-  CHECK(braid_semaphore_free(h.to_thread));
-  CHECK(braid_semaphore_free(h.to_task));
+  BENCH_CHECK(braid_semaphore_free(h.to_thread));
+  BENCH_CHECK(braid_semaphore_free(h.to_task));
   return (t1 - t0) / (2.0 * n);
 }
 
@@ -218,7 +172,7 @@ typedef struct {
 static int sender(braid_task *self, void *arg) {
   chan_bench *c = arg;
   for (long i = 1; i <= c->n; i++)
-    CHECK(braid_channel_send(self, c->tx, (void *)(uintptr_t)i));
+    BENCH_CHECK(braid_channel_send(self, c->tx, (void *)(uintptr_t)i));
   return braid_sender_close(c->tx);
 }
 static int receiver(braid_task *self, void *arg) {
@@ -227,7 +181,7 @@ static int receiver(braid_task *self, void *arg) {
     void *item;
     int rc = braid_channel_receive(self, c->rx, &item);
     if (rc == BRAID_EEOF) break;
-    CHECK(rc);
+    BENCH_CHECK(rc);
     if ((uintptr_t)item != (uintptr_t)++c->received) {
       fprintf(stderr, "bench_sync: channel: item %lu out of order\n", (unsigned long)(uintptr_t)item);
       exit(1);
@@ -237,18 +191,18 @@ static int receiver(braid_task *self, void *arg) {
 }
 static int chan_root(braid_task *self, void *arg) {
   braid_group *g;
-  CHECK(braid_group_open(self, &g));
-  CHECK(braid_group_spawn(g, receiver, arg, NULL, NULL));
-  CHECK(braid_group_spawn(g, sender, arg, NULL, NULL));
+  BENCH_CHECK(braid_group_open(self, &g));
+  BENCH_CHECK(braid_group_spawn(g, receiver, arg, NULL, NULL));
+  BENCH_CHECK(braid_group_spawn(g, sender, arg, NULL, NULL));
   t0 = now_ns();
-  CHECK(braid_group_close(g, 0));
+  BENCH_CHECK(braid_group_close(g, 0));
   t1 = now_ns();
   braid_group_free(g);
   return 0;
 }
 static double rep_channel(long n, size_t buffer) {
   chan_bench c = {NULL, NULL, n, 0};
-  CHECK(braid_channel_new(buffer, NULL, &c.tx, &c.rx));
+  BENCH_CHECK(braid_channel_new(buffer, NULL, &c.tx, &c.rx));
   run(chan_root, &c, BRAID_CLOCK_VIRTUAL);
   if (c.received != n) {
     fprintf(stderr, "bench_sync: channel: %ld of %ld items received\n", c.received, n);
@@ -260,17 +214,7 @@ static double rep_channel_buffered(long n) { return rep_channel(n, 1024); }
 static double rep_channel_rendezvous(long n) { return rep_channel(n, 0); }
 
 int main(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = 1;
-    else if (!strcmp(argv[i], "--quick"))
-      quick = 1;
-    else {
-      fprintf(stderr, "usage: %s [--json] [--quick]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (!json) printf("braid %s synchronization benchmarks (median of %d runs)\n", braid_version_string(), RUNS);
+  bench_args(argc, argv, "synchronization benchmarks");
   bench("lock_uncontended_task", "ns/op", rep_lock_task, 20000000);
   bench("lock_uncontended_thread", "ns/op", rep_lock_thread, 20000000);
   bench("lock_pingpong", "ns/op", rep_lock_pingpong, 1000000);
