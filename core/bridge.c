@@ -205,8 +205,7 @@ static int job_abort(braid_task *t) {
   if (!(j->flags & BRAID_ABANDON_ON_CANCEL)) return 0; /* wait for fn to return */
   int exp = JOB_RUNNING;
   if (!atomic_compare_exchange_strong(&j->state, &exp, JOB_ABANDONED)) return 0; /* done: wake on its way */
-  t->job = NULL;                                                                 /* the worker frees it */
-  t->loop->jobs_running--;
+  t->job = NULL; /* the worker frees it (jobs_running drops at the wake) */
   return 1;
 }
 

@@ -20,7 +20,7 @@
 
 #include "internal.h"
 
-enum { GROUP_OPEN = 0, GROUP_CLOSING, GROUP_CLOSED };
+enum { GROUP_OPEN = 0, GROUP_CLOSING, GROUP_CLOSED, GROUP_FREED };
 
 struct braid_group {
   braid_loop *loop;
@@ -33,6 +33,7 @@ struct braid_group {
   uint8_t saw_cancel;   /* a child or the body ended with BRAID_ECANCELED */
   uint8_t closer_waiting;
   uint8_t has_body_failure;
+  uint8_t no_new; /* closing with no child left: closed to new arrivals (Trio) */
   braid__failure body_failure;
   braid__failure *fail_head, *fail_tail;
   size_t nfail;
@@ -55,7 +56,7 @@ static braid_group *group_alloc(braid_loop *loop) {
   g->scope = NULL;
   g->nchildren = 0;
   g->state = GROUP_OPEN;
-  g->abandoned = g->free_pending = g->saw_cancel = g->closer_waiting = g->has_body_failure = 0;
+  g->abandoned = g->free_pending = g->saw_cancel = g->closer_waiting = g->has_body_failure = g->no_new = 0;
   g->body_failure.code = 0;
   g->body_failure.payload = NULL;
   g->body_failure.dtor = NULL;
@@ -68,6 +69,7 @@ static braid_group *group_alloc(braid_loop *loop) {
 }
 
 static void group_release(braid_group *g) {
+  g->state = GROUP_FREED; /* a second braid_group_free sees it while cached */
   braid_loop *loop = braid__tls.loop;
   if (loop && loop == g->loop && loop->group_free_n < BRAID__GROUP_CACHE_MAX) {
     g->next_free = loop->group_free;
@@ -138,7 +140,7 @@ static int spawn_common(braid_group *g, int stepped, void *body, void *arg, cons
                         braid_task **out_task) {
   if (!g || !body) return BRAID_EINVAL;
   if (g->loop != braid__tls.loop) return BRAID_ETHREAD;
-  if (g->state == GROUP_CLOSED || g->abandoned) return BRAID_ESTATE;
+  if (g->state >= GROUP_CLOSED || g->no_new || g->abandoned) return BRAID_ESTATE;
   braid_task *t;
   int rc = braid__new_task(g->loop, stepped, body, arg, opts, &t);
   if (rc) return rc;
@@ -167,7 +169,7 @@ static int start_common(braid_group *g, braid_task *caller, int stepped, void *b
   if (g->loop != braid__tls.loop) return BRAID_ETHREAD;
   int rc = braid__check_running(caller);
   if (rc) return rc;
-  if (g->state == GROUP_CLOSED || g->abandoned) return BRAID_ESTATE;
+  if (g->state >= GROUP_CLOSED || g->no_new || g->abandoned) return BRAID_ESTATE;
   /* Even in a cancelled caller the child starts, as in Trio: it runs until
    * its first checkpoint (where it is cancelled) or until it calls
    * started(). */
@@ -198,8 +200,8 @@ int braid_group_start_stepped(braid_group *g, braid_task *caller, braid_step_fn 
 }
 
 int braid_task_started(braid_task *self, void *value) {
-  if (!self) return BRAID_EINVAL;
-  if (self->loop != braid__tls.loop) return BRAID_ETHREAD;
+  int rc = braid__check_running(self);
+  if (rc) return rc;
   if (self->start_state == BRAID__START_NONE) return 0;
   if (self->start_state == BRAID__START_DONE || !self->starter) return BRAID_ESTATE;
   braid_task *caller = self->starter;
@@ -261,6 +263,9 @@ void braid__group_child_done(braid_task *t, int rc) {
     t->starter = NULL;
     caller->resume_mode = BRAID__RESUME_VALUE;
     braid__wake(caller, res);
+  } else if (code && g->free_pending) {
+    /* Nobody can read the failures of a group freed while abandoned. */
+    braid__failure_drop_payload(&t->failure);
   } else if (code) {
     if (!t->has_failure) {
       t->failure.code = code;
@@ -274,6 +279,7 @@ void braid__group_child_done(braid_task *t, int rc) {
     g->saw_cancel = 1;
   }
   if (--g->nchildren == 0) {
+    if (g->state == GROUP_CLOSING) g->no_new = 1; /* the close finishes now */
     if (g->closer_waiting) {
       g->closer_waiting = 0;
       braid__wake(g->owner, 0); /* its resume mode is RESUME_CLOSE */
@@ -285,7 +291,7 @@ void braid__group_child_done(braid_task *t, int rc) {
 /* ---- close ---- */
 
 int braid_group_close(braid_group *g, int rc) {
-  if (!g) return BRAID_EINVAL;
+  if (!g || g->state == GROUP_FREED) return BRAID_EINVAL;
   if (g->loop != braid__tls.loop) return BRAID_ETHREAD;
   braid_task *t = g->owner;
   if (g->state != GROUP_OPEN || g->abandoned || braid__check_running(t) != 0 || t->scope != g->scope)
@@ -310,6 +316,7 @@ int braid_group_close(braid_group *g, int rc) {
     t->abort = NULL;
     g->closer_waiting = 1;
   } else {
+    g->no_new = 1;                 /* nothing left to wait for: closed to new arrivals */
     braid__make_ready(g->loop, t); /* a cancel-shielded checkpoint */
   }
   return braid__suspend(t);
@@ -402,6 +409,7 @@ static void group_destroy(braid_group *g) {
 
 int braid_group_free(braid_group *g) {
   if (!g) return BRAID_EINVAL;
+  if (g->state == GROUP_FREED || g->free_pending) return BRAID_ESTATE; /* freed twice */
   if (g->state == GROUP_CLOSED) {
     group_destroy(g);
     return 0;

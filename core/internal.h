@@ -183,8 +183,10 @@ struct braid_task {
   uint8_t start_state;
   uint8_t has_failure;
   uint8_t name_owned;
-  uint8_t kept; /* 1: the group keeps this struct as a failure record */
-  int resume;   /* outcome of the last wait */
+  uint8_t kept;      /* 1: the group keeps this struct as a failure record */
+  uint8_t finishing; /* a stepped body returned while its wait was registered */
+  int resume;        /* outcome of the last wait */
+  int final_rc;      /* with finishing: the result to end with once the wait is over */
   /* Abort hook of the current cancellable wait: removes the task from what it
    * waits on and returns 1, or returns 0 when the wait was completed first
    * (its wake-up is on its way). NULL when not blocked or not cancellable. */

@@ -155,6 +155,7 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
   t->has_failure = 0;
   t->name_owned = 0;
   t->kept = 0;
+  t->finishing = 0;
   t->resume = 0;
   t->abort = NULL;
   t->wait_obj = NULL;
@@ -325,6 +326,11 @@ static void run_stackful(braid_loop *loop, braid_task *t) {
 static void run_stepped(braid_loop *loop, braid_task *t) {
   int resume = braid__after_wake(t);
   if (resume == BRAID__REBLOCKED) return; /* the scheduler moved its wait on */
+  if (BRAID__UNLIKELY(t->finishing)) {    /* its wait is over: end as it asked */
+    t->state = BRAID__T_RUNNING;
+    if (task_finish(t, t->final_rc)) braid__task_free(t);
+    return;
+  }
   t->state = BRAID__T_RUNNING;
   loop->steps++;
   braid__tls_current = t;
@@ -333,6 +339,18 @@ static void run_stepped(braid_loop *loop, braid_task *t) {
   if (rc == BRAID_EPENDING) {
     if (t->state != BRAID__T_RUNNING) return;
     rc = BRAID_ESTATE; /* pending without a registered wait: it would hang */
+  } else if (BRAID__UNLIKELY(t->state != BRAID__T_RUNNING)) {
+    /* Misuse: a final result with a wait still registered. The task cannot
+     * end while queued or waited on; it ends (with BRAID_ESTATE) when that
+     * wait is over — at once if the wait can be cancelled. */
+    t->finishing = 1;
+    t->final_rc = BRAID_ESTATE;
+    if (t->state == BRAID__T_BLOCKED && t->abort) {
+      int (*abort)(braid_task *) = t->abort;
+      t->abort = NULL;
+      if (abort(t)) braid__wake(t, BRAID_ECANCELED);
+    }
+    return;
   }
   if (task_finish(t, rc)) braid__task_free(t);
 }
@@ -443,6 +461,23 @@ int braid__spin_for_remote(braid_loop *loop) {
   return 0;
 }
 
+/* Virtual clock, everything blocked, but workers run jobs for this loop:
+ * give them some real time to reply before virtual time jumps, so that a
+ * job that finishes on its own does not race the next deadline (which
+ * would make runs differ). A job still busy after the grace period counts
+ * as blocked, as in Trio's autojumping clock. Returns 1 if a reply came. */
+#define BRAID__JOB_GRACE_MS 20
+static int wait_for_jobs(braid_loop *loop) {
+  if (braid__spin_for_remote(loop)) return 1;
+  uv_update_time(&loop->uv);
+  uv_timer_start(&loop->uv_timer, on_deadline_timer, BRAID__JOB_GRACE_MS, 0);
+  if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
+  uv_run(&loop->uv, UV_RUN_ONCE);
+  if (loop->opts.after_poll) loop->opts.after_poll(loop->opts.poll_ud);
+  uv_timer_stop(&loop->uv_timer);
+  return atomic_load(&loop->remote_pending) != 0;
+}
+
 static void sched_run(braid_loop *loop) {
   while (loop->tasks_alive > 0 || !sched_done(loop)) {
     if (atomic_load_explicit(&loop->remote_pending, memory_order_acquire)) drain_remote(loop);
@@ -466,6 +501,7 @@ static void sched_run(braid_loop *loop) {
       if (top) {
         uv_run(&loop->uv, UV_RUN_NOWAIT);
         if (loop->runq_head || atomic_load(&loop->remote_pending)) continue;
+        if (loop->jobs_running && wait_for_jobs(loop)) continue;
         braid__stack_cache_trim(loop);
         if (top->when > loop->vnow) loop->vnow = top->when;
         fire_expired(loop, loop->vnow);

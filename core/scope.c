@@ -75,6 +75,7 @@ int braid__scope_alloc(braid_loop *loop, braid_time_t deadline, unsigned flags, 
 }
 
 static void scope_release(braid_scope *s) {
+  atomic_store_explicit(&s->refs, 0, memory_order_relaxed); /* a second unref sees it */
   braid_loop *loop = braid__tls.loop;
   if (loop && loop->scope_free_n < BRAID__SCOPE_CACHE_MAX) {
     s->remote_next = loop->scope_free;
@@ -106,6 +107,7 @@ braid_scope *braid_scope_ref(braid_scope *s) {
 
 int braid_scope_unref(braid_scope *s) {
   if (!s) return BRAID_EINVAL;
+  if (atomic_load_explicit(&s->refs, memory_order_relaxed) <= 0) return BRAID_ESTATE; /* already freed (cached) */
   int one = atomic_load_explicit(&s->refs, memory_order_acquire) == 1;
   if (one && s->state == BRAID__SCOPE_ENTERED &&
       !(atomic_load_explicit(&s->cancel_bits, memory_order_relaxed) & BRAID__CANCEL_ABANDONED))
@@ -251,8 +253,8 @@ static void thread_unpublish(braid_scope *s) {
 int braid_scope_enter(braid_task *task, braid_scope *s) {
   if (!s) return BRAID_EINVAL;
   if (task) {
-    if (task->loop != braid__tls.loop) return BRAID_ETHREAD;
-    if (task != braid__tls_current) return BRAID_ESTATE;
+    int rc = braid__check_running(task);
+    if (rc) return rc;
   }
   if (s->state != BRAID__SCOPE_NEW) return BRAID_ESTATE;
   if (!task) return thread_enter(s);
@@ -270,9 +272,13 @@ int braid_scope_enter(braid_task *task, braid_scope *s) {
   if (task->scope) braid__scope_link_child(task->scope, s);
   braid__scope_move_task(task, s);
   s->state = BRAID__SCOPE_ENTERED;
-  if (atomic_load_explicit(&s->refs, memory_order_relaxed) > 1)
+  if (atomic_load_explicit(&s->refs, memory_order_relaxed) > 1) {
+    /* Another thread may cancel it: publish the loop, then read the bits
+     * (both sequentially consistent), so that either it sees the loop and
+     * posts, or we see its cancellation. */
     atomic_store(&s->loop, loop);
-  else
+    (void)atomic_load(&s->cancel_bits);
+  } else
     atomic_store_explicit(&s->loop, loop, memory_order_relaxed);
   return 0;
 }
@@ -350,7 +356,8 @@ int braid_scope_exit(braid_scope *s, int rc) {
   if (!s->task) return thread_exit(s, rc);
   braid_task *t = s->task;
   if (t != braid__tls_current) return t->loop == braid__tls.loop ? BRAID_ESTATE : BRAID_ETHREAD;
-  if (s->group) return BRAID_ESTATE; /* a group's scope is left by braid_group_close */
+  if (t->state != BRAID__T_RUNNING) return BRAID_ESTATE; /* a stepped task with a wait registered */
+  if (s->group) return BRAID_ESTATE;                     /* a group's scope is left by braid_group_close */
   if (t->scope != s) {
     braid_scope *x = t->scope;
     while (x && x != s && x->task == t)
@@ -358,6 +365,7 @@ int braid_scope_exit(braid_scope *s, int rc) {
     if (x != s) return BRAID_ESTATE;
     braid__scope_abandon_above(t, s);
     braid__scope_pop(s, rc);
+    s->caught = 0; /* the misnesting is the error; nothing was caught */
     return BRAID_ESTATE;
   }
   return braid__scope_pop(s, rc);
@@ -396,6 +404,8 @@ int braid_scope_cancel(braid_scope *s) {
 
 static int owner_check(const braid_scope *s) {
   if (s->state != BRAID__SCOPE_ENTERED) return 0;
+  /* detached by misnesting: its task may be gone; it stays cancelled */
+  if (atomic_load_explicit(&((braid_scope *)s)->cancel_bits, memory_order_relaxed) & BRAID__CANCEL_ABANDONED) return 0;
   if (s->task) return s->task->loop == braid__tls.loop ? 0 : BRAID_ETHREAD;
   return s->thread == &braid__tls ? 0 : BRAID_ETHREAD;
 }

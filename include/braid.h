@@ -163,7 +163,11 @@ typedef int (*braid_fn)(braid_task *self, void *arg);
  * call returned BRAID_EPENDING (the wait is registered); the next step is
  * then called with the outcome of that wait as `resume`. Any other return
  * value ends the task with that result. Returning BRAID_EPENDING without a
- * registered wait ends the task with BRAID_ESTATE.
+ * registered wait ends the task with BRAID_ESTATE, and so does returning a
+ * final result while a wait is still registered (the wait is cancelled if it
+ * can be, and the task ends when it is over; it is not stepped again).
+ * While a wait is registered, the task cannot enter or exit scopes
+ * (BRAID_ESTATE).
  */
 typedef int (*braid_step_fn)(braid_task *self, void *ctx, int resume);
 
@@ -321,7 +325,8 @@ BRAID_API braid_scope *braid_scope_ref(braid_scope *scope);
 /**
  * braid_scope_unref — drop a reference; the last one frees the scope.
  * Returns 0, BRAID_EINVAL for NULL, BRAID_ESTATE (nothing dropped) when this
- * is the last reference of a scope that is still entered. Thread-safe.
+ * is the last reference of a scope that is still entered, or when the scope
+ * was already freed (detected while its memory is cached). Thread-safe.
  */
 BRAID_API int braid_scope_unref(braid_scope *scope);
 
@@ -480,7 +485,9 @@ BRAID_API int braid_group_open(braid_task *task, braid_group **out);
 /**
  * braid_group_spawn — start fn(child, arg) as a stackful child of the group.
  * The child starts running at the parent's next switch. Returns 0,
- * BRAID_EINVAL, BRAID_ENOMEM, BRAID_ESTATE (group closed), BRAID_ETHREAD.
+ * BRAID_EINVAL, BRAID_ENOMEM, BRAID_ESTATE (group closed, or closing with
+ * no child left — closed to new arrivals, as Trio's nurseries),
+ * BRAID_ETHREAD.
  * Loop thread only. On success *out_task (if non-NULL) is the child; it is
  * valid until the child finishes.
  */
@@ -588,7 +595,8 @@ BRAID_API braid_scope *braid_group_scope(const braid_group *group);
  * braid_group_free — free a closed group and the payloads not taken.
  * Freeing a group that was never closed is allowed only after its task left
  * it (the task ended, misnested): the group is freed when its last child
- * ends. Returns 0, BRAID_EINVAL, BRAID_ESTATE (still open in its task).
+ * ends. Returns 0, BRAID_EINVAL, BRAID_ESTATE (still open in its task, or
+ * already freed — detected while its memory is cached by the loop).
  */
 BRAID_API int braid_group_free(braid_group *group);
 
