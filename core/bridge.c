@@ -213,7 +213,9 @@ static int job_abort(braid_task *t) {
  * block the task on it. Returns what the blocking call returns. */
 static int start_job(braid_task *t) {
   braid__job *j = t->job;
-  int rc = submit(j);
+  /* Cancelled while it got the token (it was not blocked then, so no abort
+   * hook saw it): do not start fn in a cancelled scope. */
+  int rc = braid__scope_eff_cancelled(t->scope) || t->finishing ? BRAID_ECANCELED : submit(j);
   if (rc) {
     braid__limiter_release_tok(j->limiter, j->borrower);
     braid__limiter_unref(j->limiter);

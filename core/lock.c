@@ -47,7 +47,10 @@ int braid_lock_new(braid_lock **out) {
 
 int braid_lock_free(braid_lock *l) {
   if (!l) return BRAID_EINVAL;
-  if (atomic_load(&l->state) != 0) return BRAID_ESTATE;
+  braid__spin_lock(&l->base.lock); /* a releaser may still be in its hand-off */
+  bool busy = atomic_load(&l->state) != 0;
+  braid__spin_unlock(&l->base.lock);
+  if (busy) return BRAID_ESTATE;
   braid__free(l);
   return 0;
 }

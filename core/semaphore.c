@@ -43,7 +43,10 @@ int braid_semaphore_new(uint64_t initial, uint64_t max, braid_semaphore **out) {
 
 int braid_semaphore_free(braid_semaphore *s) {
   if (!s) return BRAID_EINVAL;
-  if (atomic_load(&s->word) & WAITERS) return BRAID_ESTATE;
+  braid__spin_lock(&s->base.lock); /* a releaser may still be in its hand-off */
+  bool busy = (atomic_load(&s->word) & WAITERS) != 0;
+  braid__spin_unlock(&s->base.lock);
+  if (busy) return BRAID_ESTATE;
   braid__free(s);
   return 0;
 }
@@ -128,8 +131,8 @@ int braid_semaphore_release(braid_semaphore *s) {
   w = atomic_load(&s->word);
   if (s->waiting) {
     braid__waiter *first = BRAID__CONTAINER(s->queue.next, braid__waiter, link);
+    if (--s->waiting == 0) atomic_fetch_and(&s->word, ~WAITERS); /* before the waiter can return */
     braid__complete(&wl, first, 0);
-    if (--s->waiting == 0) atomic_fetch_and(&s->word, ~WAITERS);
   } else if (s->max && (w >> 1) >= s->max) {
     braid__spin_unlock(&s->base.lock);
     return BRAID_EINVAL;

@@ -100,14 +100,15 @@ static void parker_thread_exit(void *p) { braid__parker_unref(p); }
 static void parker_key_init(void) { pthread_key_create(&parker_key, parker_thread_exit); }
 
 braid__parker *braid__thread_parker(braid__thread *th) {
-  if (BRAID__LIKELY(th->parker != NULL)) return th->parker;
+  braid__parker *cur = __atomic_load_n(&th->parker, __ATOMIC_ACQUIRE);
+  if (BRAID__LIKELY(cur != NULL)) return cur;
   pthread_once(&parker_once, parker_key_init);
   braid__parker *p = malloc(sizeof *p);
   if (!p) return NULL;
   atomic_init(&p->futex, 0);
   atomic_init(&p->refs, 1); /* the thread's, dropped at thread exit */
   pthread_setspecific(parker_key, p);
-  th->parker = p;
+  __atomic_store_n(&th->parker, p, __ATOMIC_SEQ_CST); /* pokers read it from other threads */
   return p;
 }
 
@@ -121,7 +122,8 @@ void braid__parker_unref(braid__parker *p) {
 }
 
 void braid__thread_poke(braid__thread *th) {
-  if (th->parker) braid__parker_poke(th->parker); /* no parker: it never waited */
+  braid__parker *p = __atomic_load_n(&th->parker, __ATOMIC_SEQ_CST);
+  if (p) braid__parker_poke(p); /* no parker: it never waited */
 }
 
 /* ---- thread cancellation ---- */
@@ -224,6 +226,9 @@ static braid__prim *lock_waiter_prim(braid__waiter *w) {
 
 /* Ask the primitive to cancel w; returns BRAID__CANCEL_*. */
 static int cancel_waiter(braid__waiter *w) {
+  /* Completed already: its primitive may be gone (freed after the wait),
+   * so do not touch it. */
+  if (atomic_load_explicit(&w->done, memory_order_acquire)) return BRAID__CANCEL_TOO_LATE;
   braid__prim *p = lock_waiter_prim(w);
   int r = BRAID__CANCEL_TOO_LATE;
   if (!atomic_load_explicit(&w->done, memory_order_relaxed) && !(w->cancel_asked)) {
