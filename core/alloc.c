@@ -23,7 +23,7 @@ atomic_int braid__loops_running;
 
 int braid_set_allocator(const braid_allocator *a) {
   if (a && (a->size < sizeof(braid_allocator) || !a->realloc || !a->free)) return BRAID_EINVAL;
-  if (atomic_load(&braid__loops_running) > 0) return BRAID_ESTATE;
+  if (atomic_load(&braid__loops_running) > 0 || braid__workers_alive() > 0) return BRAID_ESTATE;
   if (a) {
     g_alloc = *a;
   } else {

@@ -73,6 +73,13 @@ braid_time_t braid_set_worker_idle_timeout(braid_time_t timeout) {
   return old;
 }
 
+uint64_t braid__workers_alive(void) {
+  pthread_mutex_lock(&pool_mu);
+  uint64_t n = pool_alive;
+  pthread_mutex_unlock(&pool_mu);
+  return n;
+}
+
 int braid_worker_statistics(braid_worker_stats *out) {
   if (!out || out->size < sizeof *out) return BRAID_EINVAL;
   pthread_mutex_lock(&pool_mu);

@@ -106,11 +106,12 @@ static void *ring_pop(braid__channel *c) {
   return item;
 }
 
-static void destroy_buffered(braid__channel *c) {
-  while (c->len) {
-    void *item = ring_pop(c);
-    if (c->dtor) c->dtor(item);
-  }
+/* Destroy the items of a ring taken out of a channel (no lock held: the
+ * destructor is the user's code). */
+static void destroy_ring(void **ring, size_t cap, size_t head, size_t len, void (*dtor)(void *)) {
+  for (size_t i = 0; i < len; i++)
+    if (dtor) dtor(ring[(head + i) & (cap - 1)]);
+  braid__free(ring);
 }
 
 static void channel_free(braid__channel *c) {
@@ -305,16 +306,23 @@ int braid_receiver_close(braid_receiver *rx) {
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
   bool last = --c->open_rx == 0;
+  void **ring = NULL;
+  size_t cap = 0, head = 0, len = 0;
   if (last) {
     while (c->nsenders_waiting) {
       c->nsenders_waiting--;
       braid__complete(&wl, BRAID__CONTAINER(c->senders.next, braid__waiter, link), BRAID_EBROKEN);
     }
-    destroy_buffered(c);
+    /* take the buffered items out; they are destroyed after the lock */
+    ring = c->ring, cap = c->cap_ring, head = c->head, len = c->len;
+    c->ring = NULL;
+    c->cap_ring = c->head = c->len = 0;
   }
   bool gone = last && !c->open_tx;
+  void (*dtor)(void *) = c->dtor;
   braid__spin_unlock(&c->base.lock);
   braid__wake_list(&wl);
+  if (ring) destroy_ring(ring, cap, head, len, dtor);
   if (gone) channel_free(c);
   return 0;
 }

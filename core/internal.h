@@ -39,6 +39,7 @@ BRAID__HIDDEN void *braid__realloc(void *p, size_t size);
 BRAID__HIDDEN void braid__free(void *p);
 BRAID__HIDDEN char *braid__strdup(const char *s);
 extern BRAID__HIDDEN atomic_int braid__loops_running;
+BRAID__HIDDEN uint64_t braid__workers_alive(void); /* bridge.c */
 
 /* ---- intrusive doubly linked list ---- */
 typedef struct braid__link {

@@ -299,6 +299,24 @@ void braid__post_wake(braid_task *t, int result) {
 
 static void cb_finish(braid_wait *h, int result);
 
+/* Run a completed callback waiter's callback — never on a task's stack:
+ * on a stackful task, the loop's scheduler runs it as soon as control is
+ * back there. */
+static void cb_complete(braid_wait *h) {
+  braid_task *cur = braid__tls_current;
+  if (cur && !cur->stepped) {
+    braid_loop *loop = cur->loop;
+    h->next_deferred = NULL;
+    if (loop->deferred_tail)
+      loop->deferred_tail->next_deferred = h;
+    else
+      loop->deferred_cbs = h;
+    loop->deferred_tail = h;
+  } else {
+    cb_finish(h, h->w.result);
+  }
+}
+
 BRAID__TLS braid__parker *braid__tls_pokes[BRAID__MAX_POKES];
 BRAID__TLS int braid__tls_npokes;
 
@@ -323,22 +341,8 @@ void braid__wake_list_slow(braid__link *wl) {
       }
       break;
     }
-    default: {
-      braid_wait *h = w->who.cb;
-      braid_task *cur = braid__tls_current;
-      if (cur && !cur->stepped) {
-        /* Never run a callback on a task's stack: the scheduler runs it. */
-        braid_loop *loop = cur->loop;
-        h->next_deferred = NULL;
-        if (loop->deferred_tail)
-          loop->deferred_tail->next_deferred = h;
-        else
-          loop->deferred_cbs = h;
-        loop->deferred_tail = h;
-      } else {
-        cb_finish(h, w->result);
-      }
-    }
+    default:
+      cb_complete(w->who.cb);
     }
     l = next;
   }
@@ -389,7 +393,7 @@ void braid__run_deferred(braid_loop *loop) {
 int braid_wait_cancel(braid_wait *h) {
   if (!h) return BRAID_EINVAL;
   if (cancel_waiter(&h->w) != BRAID__CANCEL_DONE) return BRAID_ESTATE;
-  cb_finish(h, BRAID_ECANCELED);
+  cb_complete(h); /* result: BRAID_ECANCELED */
   return 0;
 }
 

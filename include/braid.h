@@ -134,7 +134,9 @@ typedef struct braid_allocator {
  * braid_set_allocator — replace the allocator (NULL restores malloc/free).
  *
  * Returns 0, or BRAID_EINVAL if `a` is non-NULL with a NULL function or a
- * size smaller than the struct, or BRAID_ESTATE if a loop is running.
+ * size smaller than the struct, or BRAID_ESTATE if a loop is running or a
+ * worker thread of braid_to_thread is alive (see
+ * braid_set_worker_idle_timeout).
  * Call it while no loop runs and no braid object allocated with the previous
  * allocator is alive. Not thread-safe with other braid calls.
  */
@@ -645,9 +647,11 @@ typedef void (*braid_wait_cb)(void *ud, int result);
 
 /**
  * braid_wait_cancel — cancel a pending callback waiter. Returns 0 if it was
- * still waiting (its callback runs with BRAID_ECANCELED before this returns,
- * on this thread), BRAID_ESTATE if it had already completed (its callback
- * ran or is running with the real outcome), BRAID_EINVAL for NULL.
+ * still waiting (its callback runs with BRAID_ECANCELED on this thread:
+ * before this returns, or — called from a stackful task — from the loop's
+ * scheduler as soon as the task switches out), BRAID_ESTATE if it had
+ * already completed (its callback ran or is running with the real outcome),
+ * BRAID_EINVAL for NULL.
  */
 BRAID_API int braid_wait_cancel(braid_wait *w);
 
