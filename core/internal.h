@@ -183,7 +183,6 @@ struct braid_task {
   uint8_t resume_mode;
   uint8_t start_state;
   uint8_t has_failure;
-  uint8_t name_owned;
   uint8_t kept;      /* 1: the group keeps this struct as a failure record */
   uint8_t finishing; /* a stepped body returned while its wait was registered */
   int resume;        /* outcome of the last wait */

@@ -110,7 +110,7 @@ static braid_task *task_alloc(braid_loop *loop) {
 BRAID__HIDDEN void braid__task_free(braid_task *t);
 void braid__task_free(braid_task *t) {
   braid_loop *loop = braid__tls.loop;
-  if (t->name_owned) braid__free(t->name);
+  braid__free(t->name); /* a spawn option's copy, or the default made on demand */
   braid__free(t->waiter);
   if (t->job) braid__job_free(t->job);
   if (loop && loop == t->loop && loop->task_free_n < BRAID__TASK_CACHE_MAX) {
@@ -153,7 +153,6 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
   t->resume_mode = BRAID__RESUME_VALUE;
   t->start_state = BRAID__START_NONE;
   t->has_failure = 0;
-  t->name_owned = 0;
   t->kept = 0;
   t->finishing = 0;
   t->resume = 0;
@@ -174,7 +173,6 @@ int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const 
       braid__task_free(t);
       return BRAID_ENOMEM;
     }
-    t->name_owned = 1;
   }
   t->loop = loop;
   t->stepped = (uint8_t)stepped;
@@ -656,15 +654,19 @@ void *braid_task_user(const braid_task *task) { return task ? task->user : NULL;
 
 const char *braid_task_name(const braid_task *task) {
   if (!task) return NULL;
-  if (!task->name) {
-    char buf[32];
-    snprintf(buf, sizeof buf, "task-%llu", (unsigned long long)task->id);
-    braid_task *t = (braid_task *)task;
-    t->name = braid__strdup(buf);
-    if (!t->name) return "task";
-    t->name_owned = 1;
-  }
-  return task->name;
+  braid_task *t = (braid_task *)task;
+  char *name = __atomic_load_n(&t->name, __ATOMIC_ACQUIRE);
+  if (name) return name;
+  /* Default name, made on first use; other threads may ask at the same time:
+   * the first to publish wins. (A name given at spawn was copied then.) */
+  char buf[32];
+  snprintf(buf, sizeof buf, "task-%llu", (unsigned long long)t->id);
+  char *mine = braid__strdup(buf);
+  if (!mine) return "task";
+  char *expected = NULL;
+  if (__atomic_compare_exchange_n(&t->name, &expected, mine, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return mine;
+  braid__free(mine);
+  return expected;
 }
 
 int braid_loop_get_stats(const braid_loop *loop, braid_loop_stats *out) {
