@@ -82,7 +82,7 @@ bench: build
 
 format:
 	clang-format -i include/*.h core/*.c core/*.h tests/c/*.c tests/c/*.h tests/ctx/*.c examples/c/*.c bench/c/*.c \
-	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h)
+	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h bench/c/*.h)
 
 clean:
 	rm -rf $(BUILD)

@@ -49,7 +49,8 @@ static void bench(const char *name, const char *unit, rep_fn fn, long n) {
   if (n < 1) n = 1;
   double v[RUNS];
   fn(n); /* warm-up */
-  for (int i = 0; i < RUNS; i++) v[i] = fn(n);
+  for (int i = 0; i < RUNS; i++)
+    v[i] = fn(n);
   report(name, unit, v, RUNS);
 }
 
