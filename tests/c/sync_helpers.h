@@ -426,4 +426,19 @@ static inline void fail_alloc_install(fail_alloc *f) {
 
 static inline void fail_alloc_uninstall(void) { assert_int_equal(braid_set_allocator(NULL), 0); }
 
+/* Close and free a group; if a check already failed, cancel it first so
+ * that a broken expectation does not leave the test hanging. */
+static inline void close_group(braid_group *g) {
+  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+}
+
+/* Task body: set the atomic_int flag it is given. */
+static inline int set_flag_body(braid_task *self, void *arg) {
+  (void)self;
+  atomic_store((atomic_int *)arg, 1);
+  return 0;
+}
+
 #endif /* BRAID_SYNC_HELPERS_H */

@@ -92,18 +92,6 @@ static int send_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
 static const sw_ops recv_ops = {recv_wait, recv_wait_cb, NULL};
 static const sw_ops send_ops = {send_wait, send_wait_cb, NULL};
 
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- construction and statistics ------------------------------------------------------ */
 
 static void test_channel_new_reports_its_buffer_and_one_open_end_each(void **state) {

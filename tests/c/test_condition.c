@@ -32,18 +32,6 @@ static braid_condition_stats cstats(braid_condition *c) {
 
 static int cond_waiting(braid_condition *c) { return (int)cstats(c).waiting; }
 
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- a condition waiter of any kind (no callback waiters for conditions) ---- */
 
 typedef struct cwaiter {

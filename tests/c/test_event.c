@@ -33,18 +33,6 @@ static int ev_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
 }
 static const sw_ops ev_ops = {ev_wait, ev_wait_cb, NULL};
 
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- set / is_set ---------------------------------------------------------- */
 
 static void test_event_new_event_is_unset_and_set_is_idempotent(void **state) {

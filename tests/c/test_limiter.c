@@ -67,18 +67,6 @@ static const sw_ops lim_ops = {lim_wait, lim_wait_cb, lim_release_after};
 static const sw_ops lim_hold_ops = {lim_wait, lim_wait_cb, lim_hold_then_release};
 static const sw_ops lim_keep_ops = {lim_wait, lim_wait_cb, NULL};
 
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- tokens and borrowers ---------------------------------------------------------- */
 
 static void test_limiter_new_reports_total_and_no_borrowers(void **state) {

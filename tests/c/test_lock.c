@@ -66,20 +66,6 @@ static const sw_ops lock_hold_ops = {lock_wait, lock_wait_cb, lock_hold_then_rel
 /* Waiters that keep the lock (the test releases or inspects it). */
 static const sw_ops lock_keep_ops = {lock_wait, lock_wait_cb, NULL};
 
-/* Close a group; if a check already failed, cancel it first so that a
- * broken expectation does not leave the test hanging. */
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- basics ------------------------------------------------------------ */
 
 static void test_lock_new_lock_is_free_and_frees(void **state) {

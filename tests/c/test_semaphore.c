@@ -35,18 +35,6 @@ static int sem_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
 /* Waiters keep the unit they got. */
 static const sw_ops sem_ops = {sem_wait, sem_wait_cb, NULL};
 
-static void close_group(braid_group *g) {
-  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
-static int set_flag_body(braid_task *self, void *arg) {
-  (void)self;
-  atomic_store((atomic_int *)arg, 1);
-  return 0;
-}
-
 /* ---- value and bound ---------------------------------------------------- */
 
 static void test_semaphore_new_reports_initial_value_and_max(void **state) {
