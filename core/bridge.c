@@ -481,21 +481,13 @@ static int from_thread(braid_loop *loop, braid__request *r) {
 
 int braid_from_thread_run(braid_loop *loop, braid_fn fn, void *arg) {
   if (!fn) return BRAID_EINVAL;
-  braid__request r;
-  memset(&r, 0, sizeof r);
-  r.kind = REQ_TASK;
-  r.fn = fn;
-  r.arg = arg;
+  braid__request r = {.kind = REQ_TASK, .fn = fn, .arg = arg};
   return from_thread(loop, &r);
 }
 
 int braid_from_thread_run_sync(braid_loop *loop, braid_thread_fn fn, void *arg) {
   if (!fn) return BRAID_EINVAL;
-  braid__request r;
-  memset(&r, 0, sizeof r);
-  r.kind = REQ_SYNC;
-  r.sfn = fn;
-  r.arg = arg;
+  braid__request r = {.kind = REQ_SYNC, .sfn = fn, .arg = arg};
   return from_thread(loop, &r);
 }
 
