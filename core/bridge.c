@@ -307,7 +307,9 @@ enum { RQ_QUEUED = 0, RQ_STARTED, RQ_DONE };
 typedef struct braid__request {
   braid__link link; /* in loop->requests, then loop->ext_live */
   int kind;
+  int stepped; /* REQ_TASK: fn is a braid_step_fn */
   braid_fn fn;
+  braid_step_fn step;
   braid_thread_fn sfn;
   void *arg;
   braid_scope *scope; /* REQ_TASK: the task's own scope */
@@ -347,7 +349,8 @@ void braid__start_requests(braid_loop *loop, braid__link *reqs) {
       continue;
     }
     braid_task *t;
-    int rc = braid__new_task(loop, 0, (void *)r->fn, r->arg, NULL, &t);
+    int rc = r->stepped ? braid__new_task(loop, 1, (void *)r->step, r->arg, NULL, &t)
+                         : braid__new_task(loop, 0, (void *)r->fn, r->arg, NULL, &t);
     if (rc) {
       request_done(r, rc);
       continue;
@@ -482,6 +485,12 @@ static int from_thread(braid_loop *loop, braid__request *r) {
 int braid_from_thread_run(braid_loop *loop, braid_fn fn, void *arg) {
   if (!fn) return BRAID_EINVAL;
   braid__request r = {.kind = REQ_TASK, .fn = fn, .arg = arg};
+  return from_thread(loop, &r);
+}
+
+int braid_from_thread_run_stepped(braid_loop *loop, braid_step_fn step, void *ctx) {
+  if (!step) return BRAID_EINVAL;
+  braid__request r = {.kind = REQ_TASK, .stepped = 1, .step = step, .arg = ctx};
   return from_thread(loop, &r);
 }
 

@@ -416,21 +416,26 @@ static void on_fd(uv_poll_t *h, int status, int events) {
   if (loop->opts.on_fd) loop->opts.on_fd(loop->opts.poll_ud);
 }
 
+/* Block until an event comes. The host's before/after hooks bracket the
+ * whole wait, spinning included: a host that releases an interpreter lock
+ * there lets the workers it waits for take it while the loop spins. */
 static void poll_blocking(braid_loop *loop) {
   braid__stack_cache_trim(loop);
-  if (!loop->virtual_clock) {
-    braid__timer *top = braid__heap_top(&loop->heap);
-    if (top) {
-      braid_time_t d = top->when - braid__real_now();
-      uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
-      uv_update_time(&loop->uv);
-      uv_timer_start(&loop->uv_timer, on_deadline_timer, ms, 0);
-    }
-  }
   if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
-  uv_run(&loop->uv, UV_RUN_ONCE);
+  if (!braid__spin_for_remote(loop)) {
+    if (!loop->virtual_clock) {
+      braid__timer *top = braid__heap_top(&loop->heap);
+      if (top) {
+        braid_time_t d = top->when - braid__real_now();
+        uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
+        uv_update_time(&loop->uv);
+        uv_timer_start(&loop->uv_timer, on_deadline_timer, ms, 0);
+      }
+    }
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    uv_timer_stop(&loop->uv_timer);
+  }
   if (loop->opts.after_poll) loop->opts.after_poll(loop->opts.poll_ud);
-  uv_timer_stop(&loop->uv_timer);
 }
 
 /* No task left: close the loop to requests, unless one just arrived. */
@@ -466,13 +471,14 @@ int braid__spin_for_remote(braid_loop *loop) {
  * as blocked, as in Trio's autojumping clock. Returns 1 if a reply came. */
 #define BRAID__JOB_GRACE_MS 20
 static int wait_for_jobs(braid_loop *loop) {
-  if (braid__spin_for_remote(loop)) return 1;
-  uv_update_time(&loop->uv);
-  uv_timer_start(&loop->uv_timer, on_deadline_timer, BRAID__JOB_GRACE_MS, 0);
   if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
-  uv_run(&loop->uv, UV_RUN_ONCE);
+  if (!braid__spin_for_remote(loop)) {
+    uv_update_time(&loop->uv);
+    uv_timer_start(&loop->uv_timer, on_deadline_timer, BRAID__JOB_GRACE_MS, 0);
+    uv_run(&loop->uv, UV_RUN_ONCE);
+    uv_timer_stop(&loop->uv_timer);
+  }
   if (loop->opts.after_poll) loop->opts.after_poll(loop->opts.poll_ud);
-  uv_timer_stop(&loop->uv_timer);
   return atomic_load(&loop->remote_pending) != 0;
 }
 
@@ -505,9 +511,9 @@ static void sched_run(braid_loop *loop) {
         fire_expired(loop, loop->vnow);
         continue;
       }
-      if (!braid__spin_for_remote(loop)) poll_blocking(loop);
+      poll_blocking(loop);
     } else {
-      if (!braid__spin_for_remote(loop)) poll_blocking(loop);
+      poll_blocking(loop);
       fire_expired(loop, braid__real_now());
     }
   }

@@ -187,8 +187,10 @@ typedef struct braid_run_opts {
   size_t stack_size;       /* default stack size of stackful tasks; 0 = 256 KiB;
                               at least 16 KiB, at most 1 GiB (more is BRAID_EINVAL) */
   const char *root_name;   /* name of the root task; NULL = "root" */
-  /* Called on the loop thread just before / after the loop blocks waiting
-   * for events (a host releases and re-takes its interpreter lock here). */
+  /* Called on the loop thread just before / after the loop waits for
+   * events, the short spin for replies of its to_thread workers included
+   * (a host releases and re-takes its interpreter lock here). on_fd runs
+   * between the two. */
   void (*before_poll)(void *ud);
   void (*after_poll)(void *ud);
   void *poll_ud;
@@ -1060,6 +1062,13 @@ BRAID_API int braid_loop_unref(braid_loop *loop);
  * BRAID_EINVAL, BRAID_ENOMEM. Thread-safe.
  */
 BRAID_API int braid_from_thread_run(braid_loop *loop, braid_fn fn, void *arg);
+
+/**
+ * braid_from_thread_run_stepped — as braid_from_thread_run with a stepped
+ * body step(task, ctx, resume) (how a binding runs a coroutine or future on
+ * a loop from another thread). Same returns; thread-safe.
+ */
+BRAID_API int braid_from_thread_run_stepped(braid_loop *loop, braid_step_fn step, void *ctx);
 
 /**
  * braid_from_thread_run_sync — run fn(arg) on the loop's thread (from its

@@ -1409,6 +1409,40 @@ static void test_from_thread_run_from_a_plain_thread_returns_the_tasks_result_or
   assert_int_equal(s.task_rc, BRAID_EPERM);
 }
 
+/* A stepped body run from a thread: sleeps once (a real wait), then
+ * answers; a NULL step is rejected. */
+static int answer_step(braid_task *self, void *ctx, int resume) {
+  struct served *s = ctx;
+  if (resume == 0 && !atomic_load(&s->task_ran)) {
+    atomic_store(&s->task_ran, 1);
+    if (pthread_equal(pthread_self(), s->loop_thread)) atomic_store(&s->on_loop_thread, 1);
+    if (braid_task_is_stepped(self)) atomic_store(&s->same_loop, 1);
+    return braid_sleep(self, MSEC);
+  }
+  return resume == 0 ? 43 : resume;
+}
+
+static void *call_stepped_thread(void *arg) {
+  struct served *s = arg;
+  s->rc = braid_from_thread_run_stepped(s->loop, answer_step, s);
+  s->rc2 = braid_from_thread_run_stepped(s->loop, NULL, s);
+  s->task_rc = braid_from_thread_run_stepped(NULL, answer_step, s);
+  return NULL;
+}
+
+static void test_from_thread_run_stepped_runs_a_stepped_task_and_returns_its_result(void **state) {
+  (void)state;
+  struct served s;
+  memset(&s, 0, sizeof s);
+  s.thread_fn = call_stepped_thread;
+  assert_int_equal(run_real(serve_root, &s), 0);
+  assert_int_equal(s.rc, 43);
+  assert_int_equal(atomic_load(&s.on_loop_thread), 1);
+  assert_int_equal(atomic_load(&s.same_loop), 1); /* it was a stepped task */
+  assert_int_equal(s.rc2, BRAID_EINVAL);
+  assert_int_equal(s.task_rc, BRAID_EINVAL);
+}
+
 static int sync_fn(void *arg) {
   struct served *s = arg;
   atomic_store(&s->task_ran, 1);
@@ -1957,6 +1991,7 @@ int main(void) {
       BT(test_idle_worker_is_reused_by_the_next_to_thread),
       BT(test_from_thread_run_from_a_plain_thread_returns_the_tasks_result_or_failure),
       BT(test_from_thread_run_sync_runs_fn_on_the_loop_thread_and_returns_its_result),
+      BT(test_from_thread_run_stepped_runs_a_stepped_task_and_returns_its_result),
       BT(test_from_thread_run_from_a_worker_calls_back_into_the_same_loop),
       BT(test_cancel_reaches_through_a_worker_into_its_from_thread_run_task),
       BT(test_from_thread_run_honours_the_calling_threads_scope_cancelled_by_another_thread),
