@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------ */
@@ -407,6 +408,7 @@ static int py_step(braid_task *self, void *ctx, int resume) {
     t->task = self;
     t->id = braid_task_id(self);
     if (!t->rs) t->rs = cur_rs;
+    if (t->rs && !t->rs->loop) t->rs->loop = braid_task_loop(self);
     if (t->rs && t->rs->tasks) {
       PyObject *key = PyLong_FromUnsignedLongLong(t->id);
       if (!key || PyDict_SetItem(t->rs->tasks, key, (PyObject *)t) < 0) PyErr_Clear();
@@ -442,8 +444,9 @@ static int py_step(braid_task *self, void *ctx, int resume) {
       continue;
     }
     PyErr_Format(PyExc_TypeError,
-                 "braid cannot await %U: it is not a braid awaitable (an object of another event loop, "
-                 "such as an asyncio future or a Trio primitive, awaited inside braid.run)",
+                 "braid cannot await this: the awaitable yielded %U, which is not a braid operation "
+                 "(an awaitable of another event loop, such as an asyncio future or a Trio primitive, "
+                 "was awaited inside braid.run)",
                  repr);
     Py_DECREF(repr);
     t->throw_exc = fetch_exc();
@@ -487,9 +490,32 @@ static void worker_key_dtor(void *p) {
   PyGILState_Release(PyGILState_UNLOCKED); /* last release: deletes the state */
 }
 
+/* Loops waiting for events without the GIL right now. A worker that
+ * finds none spins a little for one before it asks for the GIL: the loop
+ * that sent the job usually releases it microseconds later, and taking a
+ * free GIL is far cheaper than being woken when it is handed over. */
+static atomic_int loops_polling;
+
+static void wait_for_free_gil(void) {
+  if (atomic_load_explicit(&loops_polling, memory_order_acquire)) return;
+  struct timespec t0, t;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  for (;;) {
+    for (int i = 0; i < 128; i++) {
+      if (atomic_load_explicit(&loops_polling, memory_order_acquire)) return;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) > 50000) return;
+  }
+}
+
 static int run_job(void *arg) {
   job *j = arg;
   if (!Py_IsInitialized() || _Py_IsFinalizing()) return BRAID_ESTATE;
+  wait_for_free_gil();
   PyGILState_STATE g = PyGILState_Ensure();
   if (!pthread_getspecific(worker_key)) {
     /* keep this thread's state: one more hold, released at thread exit */
@@ -1031,6 +1057,8 @@ static PyTypeObject ScopeType = {
 /* ------------------------------------------------------------------ */
 
 static PyObject *current_time_now(void) {
+  if (!cur_task && cur_rs && cur_rs->loop) /* from_thread.run_sync, between tasks */
+    return PyFloat_FromDouble((double)braid_loop_now(cur_rs->loop) / 1e9);
   TaskObj *t = need_task("current_time()");
   if (!t) return NULL;
   return PyFloat_FromDouble((double)braid_now(t->task) / 1e9);
@@ -1498,10 +1526,12 @@ static PyObject *n_in_task(PyObject *m, PyObject *unused) {
 static void before_poll(void *ud) {
   runstate *rs = ud;
   rs->saved = PyEval_SaveThread();
+  atomic_fetch_add_explicit(&loops_polling, 1, memory_order_release);
 }
 
 static void after_poll(void *ud) {
   runstate *rs = ud;
+  atomic_fetch_sub_explicit(&loops_polling, 1, memory_order_relaxed);
   PyEval_RestoreThread(rs->saved);
   rs->saved = NULL;
   if (rs->main_thread && PyErr_CheckSignals() < 0) {
