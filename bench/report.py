@@ -10,6 +10,10 @@ Non-JSON lines are ignored (with a warning on stderr).
 --json  re-emit the valid JSON lines unchanged, one per line.
 default print a table grouped by bench with a "vs braid" column:
         peer median / braid median for the same bench and unit.
+        The Python benches (bench/python/bench.py, names starting with
+        "py_") follow the C benches in a section of their own; their braid
+        row is the Python binding and the peers are asyncio, uvloop, anyio
+        and trio.
 """
 import json
 import sys
@@ -53,14 +57,24 @@ def fmt_num(x):
     return f"{x:,.2f}" if abs(x) < 1e6 else f"{x:,.0f}"
 
 
+PYTHON_PREFIX = "py_"  # bench names of bench/python/bench.py
+PYTHON_TITLE = "Python (bench/python): braid's binding vs asyncio, uvloop, AnyIO, Trio"
+
+
 def table(rows):
     groups = {}
     for r in rows:  # keep first-appearance order of benches
         groups.setdefault(r["bench"], []).append(r)
+    native = {b: g for b, g in groups.items() if not b.startswith(PYTHON_PREFIX)}
+    python = {b: g for b, g in groups.items() if b.startswith(PYTHON_PREFIX)}
 
     header = ("bench", "impl", "median", "unit", "vs braid", "better")
-    out = []
+    out = []  # rows: a tuple of cells, None (blank line) or a str (section title)
+    groups = {**native, **python}  # the C benches first, then the Python ones
+    first_python = next(iter(python), None)
     for bench, group in groups.items():
+        if bench == first_python and native:
+            out.append(PYTHON_TITLE)
         base = baseline(group)
         group.sort(key=lambda r: (r is not base, r["impl"]))
         for i, r in enumerate(group):
@@ -73,7 +87,8 @@ def table(rows):
                         r["unit"], ratio, better if i == 0 else ""))
         out.append(None)  # blank line between groups
 
-    widths = [max(len(header[i]), *(len(row[i]) for row in out if row))
+    cells = [row for row in out if isinstance(row, tuple)]
+    widths = [max(len(header[i]), *(len(row[i]) for row in cells))
               for i in range(len(header))]
     right = {2, 4}  # right-align the numbers
 
@@ -84,12 +99,18 @@ def table(rows):
     print(line(header))
     print(line(tuple("-" * w for w in widths)))
     for row in out:
-        print(line(row) if row else "")
+        if isinstance(row, str):  # a section title
+            print(row)
+            print("-" * len(row))
+        else:
+            print(line(row) if row else "")
     print("vs braid = peer median / braid median (same bench and unit).")
     print("Units other than */s are costs (lower is better): a ratio > 1 means braid wins;")
     print("for throughput units (*/s, higher is better) a ratio > 1 means the peer wins.")
     if not any(baseline(g) for g in groups.values()):
         print("(no braid results in the input: ratios unavailable)")
+    elif python and not any(baseline(g) for g in python.values()):
+        print("(no braid results for the Python benches: their ratios are unavailable)")
 
 
 def main(argv):
