@@ -1,16 +1,17 @@
 # The two commands of braid:
 #   make demo   set up, build, install into build/install, run the demo
 #   make test   set up, build from scratch, run every suite
-# Other targets: build, install, bench, format, clean.
+# Other targets: build, install, python, bench, format, clean.
 
 BUILD   ?= build
 PREFIX  := $(abspath $(BUILD)/install)
 JOBS    ?= 2
 CMAKE   := cmake
 PKGCFG  := PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig:$(PREFIX)/lib/$(shell gcc -dumpmachine)/pkgconfig
+PY      := $(CURDIR)/.venv/bin/python
 
-.PHONY: demo test setup build install bench format clean \
-        test-release test-asan test-tsan test-ucontext test-examples test-abi test-aarch64
+.PHONY: demo test setup build install python bench format clean \
+        test-python test-release test-asan test-tsan test-ucontext test-examples test-abi test-aarch64
 
 setup:
 	@scripts/setup
@@ -22,7 +23,13 @@ build: setup
 install: build
 	$(CMAKE) --install $(BUILD)/release >/dev/null
 
-demo: install
+# The Python binding, built against the installed library (pkg-config) and
+# installed into the project's virtual environment (.venv, from scripts/setup).
+python: install
+	rm -rf bindings/python/build
+	$(PKGCFG) $(PY) -m pip install -q --no-build-isolation --force-reinstall --no-deps ./bindings/python
+
+demo: python
 	@mkdir -p $(BUILD)/examples
 	@for ex in demo bridge; do \
 	  $(PKGCFG) sh -c "cc -std=c11 -Wall -Wextra -Werror examples/c/$$ex.c \$$(pkg-config --cflags --libs braid) \
@@ -32,6 +39,9 @@ demo: install
 	@echo
 	@echo "braid thread bridge example"
 	@$(BUILD)/examples/bridge
+	@echo
+	@echo "braid from Python (examples/python/demo.py)"
+	@$(PY) examples/python/demo.py
 
 # Every suite, from scratch. ctest runs the CMocka unit tests and the
 # conformance scenarios (C testee: stackful, stepped, mixed) in four builds:
@@ -40,7 +50,7 @@ demo: install
 # under qemu.
 test: setup
 	rm -rf $(BUILD)
-	$(MAKE) --no-print-directory test-release test-examples test-abi test-ucontext test-aarch64 test-asan test-tsan
+	$(MAKE) --no-print-directory test-release test-examples test-abi test-python test-ucontext test-aarch64 test-asan test-tsan
 	@echo "make test: all suites passed"
 
 # Sanitizers stop at the first report. libuv is not instrumented: see
@@ -72,6 +82,14 @@ test-examples: test-release
 
 test-abi: test-release
 	scripts/check-abi $(BUILD)/release/libbraid.so
+
+# The Python binding: its pytest suite and the Python conformance testee,
+# both on the installed package (not the source tree).
+test-python: test-release
+	$(MAKE) --no-print-directory python
+	cd bindings/python/tests && $(PY) -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir=.. .
+	$(PY) tests/conformance/compare.py --testee "$(PY) tests/conformance/python/testee.py" \
+	    --scenarios tests/conformance/scenarios --known-failures tests/conformance/python/known-failures.txt
 
 # the aarch64 context switch, cross-built and run under qemu-user
 test-aarch64:
