@@ -95,7 +95,7 @@ test-python: test-release
 test-aarch64:
 	scripts/check-ctx-aarch64
 
-bench: build
+bench: python
 	BRAID_BUILD_DIR=$(BUILD)/release bench/run
 
 format:

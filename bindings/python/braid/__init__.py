@@ -21,7 +21,7 @@ with plain threads::
     braid.run(main)
 """
 
-from . import _braid, from_thread, to_thread
+from . import _braid, abc, from_thread, lowlevel, to_thread
 from ._core import (
     TASK_STATUS_IGNORED,
     CancelScope,
@@ -86,6 +86,6 @@ __all__ = [
     "TaskGroup", "TaskInfo", "TaskStatus", "VirtualClock", "WouldBlock",
     "cancel_shielded_checkpoint", "checkpoint", "checkpoint_if_cancelled", "create_memory_object_stream",
     "create_task_group", "current_effective_deadline", "current_time", "fail_after", "fail_at",
-    "from_thread", "get_cancelled_exc_class", "get_current_task", "get_running_tasks", "move_on_after",
+    "abc", "from_thread", "lowlevel", "get_cancelled_exc_class", "get_current_task", "get_running_tasks", "move_on_after",
     "move_on_at", "run", "sleep", "sleep_forever", "sleep_until", "start_blocking_portal", "to_thread",
 ]

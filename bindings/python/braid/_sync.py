@@ -176,8 +176,9 @@ class Semaphore:
     def statistics(self) -> SemaphoreStatistics:
         return SemaphoreStatistics(_braid.braid_semaphore_statistics(self._h)["waiting"])
 
-    def __aenter__(self) -> Awaitable[None]:
-        return _braid.semaphore_acquire(self._h)
+    async def __aenter__(self) -> Semaphore:
+        await _braid.semaphore_acquire(self._h)
+        return self
 
     def __aexit__(self, *exc: object) -> Awaitable[None]:
         self.release()
@@ -287,7 +288,7 @@ class CapacityLimiter:
     _UNLIMITED = (1 << 62)
 
     def __init__(self, total_tokens: float, *, _handle: Any = None) -> None:
-        self._borrowers: dict[int, tuple[int, object]] = {}
+        self._borrowers: dict[object, int] = {}  # borrower -> its token
         self._next = 1
         if _handle is not None:
             self._h = _handle
@@ -328,13 +329,11 @@ class CapacityLimiter:
         return total - d["borrowed"]
 
     def _token(self, borrower: object) -> int:
-        key = id(borrower)
-        entry = self._borrowers.get(key)
-        if entry is None:
-            entry = (self._next, borrower)
+        token = self._borrowers.get(borrower)
+        if token is None:
+            token = self._borrowers[borrower] = self._next
             self._next += 1
-            self._borrowers[key] = entry
-        return entry[0]
+        return token
 
     def acquire(self) -> Awaitable[None]:
         """Borrow a token for the current task, waiting if none is free."""
@@ -356,15 +355,15 @@ class CapacityLimiter:
         _braid.limiter_release(self._h, 0)
 
     def release_on_behalf_of(self, borrower: object) -> None:
-        entry = self._borrowers.get(id(borrower))
-        if entry is None:
+        token = self._borrowers.get(borrower)
+        if token is None:
             raise RuntimeError("this borrower isn't holding any of this CapacityLimiter's tokens")
-        _braid.limiter_release(self._h, entry[0])
-        del self._borrowers[id(borrower)]
+        _braid.limiter_release(self._h, token)
+        del self._borrowers[borrower]
 
     def statistics(self) -> CapacityLimiterStatistics:
         d = _braid.braid_limiter_statistics(self._h)
-        by_token = {tok: obj for tok, obj in self._borrowers.values()}
+        by_token = {tok: obj for obj, tok in self._borrowers.items()}
         borrowers: list[object] = []
         for kind, ident in _braid.limiter_borrowers(self._h):
             if kind == _braid.BRAID_OWNER_FOREIGN and ident in by_token:
