@@ -22,6 +22,7 @@ CancelScope = _braid.CancelScope
 
 _ECANCELED = _braid.BRAID_ECANCELED
 _EFAILED = _braid.BRAID_EFAILED
+_ESTATE = _braid.BRAID_ESTATE
 
 
 def get_cancelled_exc_class() -> type[BaseException]:
@@ -58,12 +59,11 @@ class VirtualClock:
 
 
 def _install_sigint() -> tuple[Any, Any, socket.socket | None, socket.socket | None, list[bool]]:
-    """On the main thread with Python's default SIGINT handler, route Ctrl-C to
-    a cancellation of the run; returns what _restore_sigint needs."""
+    """On the main thread, wake the loop when a signal arrives (so that Python's
+    handlers run while it waits) and, with Python's default SIGINT handler,
+    route Ctrl-C to a cancellation of the run; returns what run() restores."""
     interrupted = [False]
     if threading.current_thread() is not threading.main_thread():
-        return None, None, None, None, interrupted
-    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         return None, None, None, None, interrupted
     r, w = socket.socketpair()
     r.setblocking(False)
@@ -75,6 +75,8 @@ def _install_sigint() -> tuple[Any, Any, socket.socket | None, socket.socket | N
         w.close()
         return None, None, None, None, interrupted
     old = signal.getsignal(signal.SIGINT)
+    if old is not signal.default_int_handler:
+        old = None  # the application's own handler: left alone
     return old, old_fd, r, w, interrupted
 
 
@@ -97,7 +99,9 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, clock: VirtualClock | Non
 
     Ctrl-C (SIGINT, when run on the main thread with Python's default
     handler) cancels everything the run is doing; once the tasks have
-    unwound, ``run`` raises ``KeyboardInterrupt``::
+    unwound, ``run`` raises ``KeyboardInterrupt``. Likewise an exception
+    raised by a signal handler while the loop waits (``sys.exit()`` in a
+    SIGTERM handler) cancels the run, which then raises it::
 
         async def main():
             async with braid.create_task_group() as tg:
@@ -130,7 +134,7 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, clock: VirtualClock | Non
         result = _braid.run(coro, clock is not None, clock.start if clock else 0.0,
                             getattr(func, "__qualname__", None) or "main",
                             r.fileno() if r is not None else -1, coop_budget,
-                            threading.current_thread() is threading.main_thread())
+                            threading.current_thread() is threading.main_thread(), root_scope)
     except BaseException as exc:
         if interrupted[0]:
             raise KeyboardInterrupt from exc
@@ -138,6 +142,7 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, clock: VirtualClock | Non
     finally:
         if old is not None:
             signal.signal(signal.SIGINT, old)
+        if r is not None and w is not None:
             signal.set_wakeup_fd(old_fd)
             r.close()
             w.close()
@@ -245,6 +250,13 @@ class _IgnoredTaskStatus(TaskStatus[Any]):
 TASK_STATUS_IGNORED: TaskStatus[Any] = _IgnoredTaskStatus()
 
 
+def _callable_name(func: Any, name: object) -> str:
+    """A task's name: ``name`` as a string, else ``module.qualname`` of ``func`` (as AnyIO)."""
+    if name is not None:
+        return str(name)
+    return ".".join(x for x in (getattr(func, "__module__", None), getattr(func, "__qualname__", None)) if x)
+
+
 def _rc_of(exc: BaseException | None) -> int:
     if exc is None:
         return 0
@@ -271,11 +283,13 @@ class TaskGroup:
     def __init__(self) -> None:
         self._h: Any = None
         self._active = False
+        self._host_id: int | None = None
 
     async def __aenter__(self) -> TaskGroup:
         if self._h is not None:
             raise RuntimeError("This task group has already been entered")
         self._h, self.cancel_scope = _braid.group_open()
+        self._host_id = _braid.current_task().id
         self._active = True
         return self
 
@@ -286,14 +300,16 @@ class TaskGroup:
         if rc == 1:
             _braid.group_fail(self._h, exc)
         code = await _braid.group_close(self._h, rc)
+        if code == _ESTATE:  # refused: the group stays open (its children run on)
+            raise RuntimeError("Attempted to exit a task group in another task than the one that entered it, "
+                               "or while a cancel scope entered inside it is still open")
         self._active = False
         failures = _braid.group_failures(self._h)
         del exc_type, tb
         if code == _EFAILED:
-            if exc is not None and rc == 1:
-                # the body's own exception is one of the failures: re-raise the group "from" nothing new
-                pass
-            raise BaseExceptionGroup("unhandled errors in a TaskGroup", failures)
+            # the body's exception (a failure, listed in the group, or the
+            # Cancelled the failures caused) is not the group's context
+            raise BaseExceptionGroup("unhandled errors in a TaskGroup", failures) from None
         if code == _ECANCELED:
             if isinstance(exc, (Cancelled, BaseExceptionGroup)):
                 return False
@@ -306,7 +322,7 @@ class TaskGroup:
         if not self._active:
             coro.close() if hasattr(coro, "close") else None
             raise RuntimeError("This task group is not active; no new tasks can be started.")
-        _braid.group_spawn(self._h, coro, None if name is None else str(name))
+        _braid.group_spawn(self._h, coro, _callable_name(func, name), self._host_id)
 
     async def start(self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None) -> Any:
         """Start ``func(*args, task_status=...)`` and wait until it calls
@@ -318,7 +334,7 @@ class TaskGroup:
         if not self._active:
             raise RuntimeError("This task group is not active; no new tasks can be started.")
         coro = func(*args, task_status=TaskStatus())
-        return await _braid.group_start(self._h, coro, None if name is None else str(name))
+        return await _braid.group_start(self._h, coro, _callable_name(func, name))
 
 
 def create_task_group() -> TaskGroup:

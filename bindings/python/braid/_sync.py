@@ -258,6 +258,9 @@ class Condition:
         """Release the lock, wait for a notification, re-acquire the lock."""
         return _braid.condition_wait(self._h)
 
+    def acquire_blocking(self) -> None:
+        self._lock.acquire_blocking()
+
     def wait_blocking(self) -> None:
         _braid.thread_wait(_braid.K_CONDITION, self._h)
 
@@ -271,6 +274,12 @@ class Condition:
     def __aexit__(self, *exc: object) -> Awaitable[None]:
         self._lock.release()
         return _done(None)
+
+    def __enter__(self) -> None:
+        self._lock.acquire_blocking()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
 
 
 class CapacityLimiter:
@@ -342,11 +351,26 @@ class CapacityLimiter:
     def acquire_nowait(self) -> None:
         _braid.limiter_acquire_nowait(self._h, 0)
 
-    def acquire_on_behalf_of(self, borrower: object) -> Awaitable[None]:
-        return _braid.limiter_acquire(self._h, self._token(borrower))
+    def _forget(self, borrower: object, token: int) -> None:
+        """After a failed acquisition: drop the borrower's token (and reference) unless it holds one."""
+        if (_braid.BRAID_OWNER_FOREIGN, token) not in _braid.limiter_borrowers(self._h):
+            self._borrowers.pop(borrower, None)
+
+    async def acquire_on_behalf_of(self, borrower: object) -> None:
+        token = self._token(borrower)
+        try:
+            await _braid.limiter_acquire(self._h, token)
+        except BaseException:
+            self._forget(borrower, token)
+            raise
 
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
-        _braid.limiter_acquire_nowait(self._h, self._token(borrower))
+        token = self._token(borrower)
+        try:
+            _braid.limiter_acquire_nowait(self._h, token)
+        except BaseException:
+            self._forget(borrower, token)
+            raise
 
     def acquire_blocking(self) -> None:
         _braid.thread_wait(_braid.K_LIMITER, self._h, 0)
@@ -381,3 +405,9 @@ class CapacityLimiter:
     def __aexit__(self, *exc: object) -> Awaitable[None]:
         _braid.limiter_release(self._h, 0)
         return _done(None)
+
+    def __enter__(self) -> None:
+        _braid.thread_wait(_braid.K_LIMITER, self._h, 0)
+
+    def __exit__(self, *exc: object) -> None:
+        _braid.limiter_release(self._h, 0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import threading
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
@@ -35,6 +36,14 @@ def check_cancelled() -> None:
 def current_token() -> Any:
     """A token of the running loop, for ``run``/``run_sync`` from threads the loop did not start."""
     return _braid.current_loop()
+
+
+def _settle(future: concurrent.futures.Future[Any], method: Callable[[Any], None], value: Any) -> None:
+    """Set a portal task's outcome, unless another thread cancelled its future meanwhile."""
+    try:
+        method(value)
+    except concurrent.futures.InvalidStateError:
+        future.set_running_or_notify_cancel()
 
 
 class BlockingPortal:
@@ -111,25 +120,26 @@ class BlockingPortal:
             from ._core import CancelScope
 
             with CancelScope() as scope:
+                # the future stays pending while the task runs (as in AnyIO), so
+                # that future.cancel() succeeds, and cancels the task
                 future.add_done_callback(lambda f: scope.cancel() if f.cancelled() else None)
-                if not future.set_running_or_notify_cancel():
+                if future.cancelled():
+                    future.set_running_or_notify_cancel()
                     return
                 try:
                     value = await func(*args)
                 except _braid.Cancelled:
-                    if not future.cancelled():
-                        future.cancel()
+                    if future.cancel():
+                        future.set_running_or_notify_cancel()
                     raise
                 except BaseException as exc:
-                    future.set_exception(exc)
+                    _settle(future, future.set_exception, exc)
                     if not isinstance(exc, Exception):
                         raise
                 else:
-                    future.set_result(value)
-            if scope.cancelled_caught and not future.done():
-                future.cancel()
+                    _settle(future, future.set_result, value)
 
-        _braid.from_thread_run_sync(self._tg.start_soon, (task,) if name is None else (task,), self._token)
+        _braid.from_thread_run_sync(functools.partial(self._tg.start_soon, task, name=name), (), self._token)
         return future
 
     def stop(self, cancel_remaining: bool = False) -> None:

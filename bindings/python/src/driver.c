@@ -101,7 +101,7 @@ static int seconds_to_ns(PyObject *o, braid_time_t *out) {
 
 static PyObject *ns_to_seconds(braid_time_t t) {
   if (t == BRAID_NEVER) return PyFloat_FromDouble(INFINITY);
-  if (t == INT64_MIN) return PyFloat_FromDouble(-INFINITY);
+  if (t <= INT64_MIN + 1) return PyFloat_FromDouble(-INFINITY); /* seconds_to_ns(-inf) is INT64_MIN + 1 */
   return PyFloat_FromDouble((double)t / 1e9);
 }
 
@@ -216,6 +216,7 @@ typedef struct runstate {
   int main_thread;      /* signals are handled (PyErr_CheckSignals) */
   PyObject *tasks;      /* dict: id -> Task, every live Python task */
   PyObject *pending;    /* an exception raised by a signal handler */
+  braid_scope *root_scope; /* the main task's scope: cancelled when a handler raised */
   braid_loop *loop;
 } runstate;
 
@@ -382,6 +383,7 @@ static int task_finish(TaskObj *t, braid_task *self, PySendResult r, PyObject *r
 
 static PyTypeObject OpType;
 enum { OP_NEW = 0, OP_WAITING, OP_DONE };
+static int op_waits_for(PyObject *op, TaskObj *t);
 
 /* Throw `exc` into the coroutine; like PyIter_Send for the outcome. */
 static PySendResult coro_throw(PyObject *coro, PyObject *exc, PyObject **res) {
@@ -431,9 +433,16 @@ static int py_step(braid_task *self, void *ctx, int resume) {
     }
     if (r != PYGEN_NEXT) break;
     if (Py_IS_TYPE(res, &OpType)) {
+      int ours = op_waits_for(res, t); /* op_am_send registered this task's wait */
       Py_DECREF(res);
-      cur_task = prev;
-      return BRAID_EPENDING;
+      if (ours) {
+        cur_task = prev;
+        return BRAID_EPENDING;
+      }
+      PyErr_SetString(PyExc_TypeError, "a braid operation was yielded instead of awaited: use 'await' (or "
+                                       "'yield from' in a generator-based coroutine)");
+      t->throw_exc = fetch_exc();
+      continue;
     }
     /* Something that is not a braid operation: asyncio futures, Trio's
      * traps... Fail the await where it happened. */
@@ -462,7 +471,9 @@ static int py_step(braid_task *self, void *ctx, int resume) {
 /* ------------------------------------------------------------------ */
 
 typedef struct job {
-  int refs; /* under the GIL: the Op's and the worker's */
+  int refs;    /* under the GIL: the Op's and the worker's */
+  int started; /* run_job began (the worker's reference is in use) */
+  int abandon; /* BRAID_ABANDON_ON_CANCEL */
   PyObject *fn, *args;
   PyObject *result, *exc;
   braid_loop *loop;
@@ -522,6 +533,7 @@ static int run_job(void *arg) {
     PyGILState_Ensure();
     pthread_setspecific(worker_key, (void *)1);
   }
+  j->started = 1;
   braid_loop *prev = worker_loop;
   worker_loop = j->loop;
   PyObject *res = PyObject_Call(j->fn, j->args, NULL);
@@ -570,7 +582,12 @@ typedef struct {
   PyObject *obj;   /* item to send, started child, limiter handle, value */
   void *item;      /* receive slot / started value */
   job *job;
+  uint64_t waiter; /* id of the task whose wait it registered (OP_WAITING) */
 } OpObj;
+
+static int op_waits_for(PyObject *op, TaskObj *t) {
+  return ((OpObj *)op)->state == OP_WAITING && ((OpObj *)op)->waiter == t->id;
+}
 
 static OpObj *op_freelist[64];
 static int op_nfree;
@@ -592,6 +609,7 @@ static OpObj *op_new(int kind, PyObject *owner) {
   op->obj = NULL;
   op->item = NULL;
   op->job = NULL;
+  op->waiter = 0;
   return op;
 }
 
@@ -666,13 +684,8 @@ static int op_perform(OpObj *op, TaskObj *t) {
   }
   case K_TO_THREAD: {
     braid_limiter *lim = op->obj ? ((HandleObj *)op->obj)->p : NULL;
-    op->job->refs++;
-    int rc = braid_to_thread(bt, run_job, op->job, (unsigned)op->i64, lim);
-    if (rc != BRAID_EPENDING && rc != 0 && rc != 1 && rc != BRAID_ECANCELED) {
-      /* refused before the job started: the worker holds no reference */
-      op->job->refs--;
-    }
-    return rc;
+    op->job->refs++; /* the worker's, dropped in op_outcome if fn never runs */
+    return braid_to_thread(bt, run_job, op->job, (unsigned)op->i64, lim);
   }
   case K_DONE:
     return 0;
@@ -683,8 +696,15 @@ static int op_perform(OpObj *op, TaskObj *t) {
 /* The operation is over with rc: produce its value (new ref) or NULL with
  * an exception. */
 static PyObject *op_outcome(OpObj *op, int rc) {
+  int was_waiting = op->state == OP_WAITING;
   op->state = OP_DONE;
   switch (op->kind) {
+  case K_LIMITER:
+    if (rc == BRAID_EDEADLK) { /* as limiter_acquire_nowait: AnyIO's error */
+      PyErr_SetString(PyExc_RuntimeError, "this borrower is already holding one of this CapacityLimiter's tokens");
+      return NULL;
+    }
+    break;
   case K_SEND:
     if (rc == 0) {
       op->item = NULL;
@@ -720,6 +740,13 @@ static PyObject *op_outcome(OpObj *op, int rc) {
   }
   case K_TO_THREAD: {
     job *j = op->job;
+    /* fn never ran and never will: refused at once, or (without abandon,
+     * where the task resumes only after fn returned) cancelled before it
+     * started. The worker's reference is ours to drop. An abandoned job
+     * that had not started may still be queued for a worker: it keeps its
+     * reference (and is freed by the worker, or, if it was cancelled while
+     * waiting for its limiter token, never: a known leak of one job). */
+    if (!j->started && j->refs > 1 && (!was_waiting || !j->abandon)) j->refs--;
     if (rc == 0 && j->result) {
       PyObject *v = j->result;
       j->result = NULL;
@@ -757,6 +784,7 @@ static PySendResult op_am_send(OpObj *op, PyObject *arg, PyObject **presult) {
     int rc = op_perform(op, t);
     if (rc == BRAID_EPENDING) {
       op->state = OP_WAITING;
+      op->waiter = t->id;
       *presult = Py_NewRef((PyObject *)op);
       return PYGEN_NEXT;
     }
@@ -765,7 +793,12 @@ static PySendResult op_am_send(OpObj *op, PyObject *arg, PyObject **presult) {
   }
   if (op->state == OP_WAITING) {
     TaskObj *t = cur_task;
-    *presult = op_outcome(op, t ? t->resume : BRAID_ESTATE);
+    if (!t || t->id != op->waiter) { /* the waiting task's outcome is not ours to take */
+      PyErr_SetString(PyExc_RuntimeError, "this braid operation is already awaited by another task");
+      *presult = NULL;
+      return PYGEN_ERROR;
+    }
+    *presult = op_outcome(op, t->resume);
     return *presult ? PYGEN_RETURN : PYGEN_ERROR;
   }
   PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited braid operation");
@@ -1138,7 +1171,12 @@ static PyObject *timed_scope(PyObject *const *args, Py_ssize_t n, unsigned flags
     TaskObj *t = need_task(what);
     if (!t) return NULL;
     braid_time_t now = braid_now(t->task);
-    deadline = (d > 0 && now > BRAID_NEVER - d) ? BRAID_NEVER : now + d;
+    if (d > 0 && now > BRAID_NEVER - d)
+      deadline = BRAID_NEVER;
+    else if (d < 0 && now < INT64_MIN + 1 - d) /* saturate as seconds_to_ns does */
+      deadline = INT64_MIN + 1;
+    else
+      deadline = now + d;
   }
   braid_scope *s;
   int rc = braid_scope_new(deadline, flags, &s);
@@ -1387,14 +1425,20 @@ static int check_coro(PyObject *coro) {
 
 static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   (void)m;
-  if (n != 3) {
-    PyErr_SetString(PyExc_TypeError, "group_spawn(handle, coro, name)");
+  if (n != 3 && n != 4) {
+    PyErr_SetString(PyExc_TypeError, "group_spawn(handle, coro, name[, parent_id])");
     return NULL;
   }
   braid_group *g = braid_py_handle(args[0], H_GROUP);
   if (!g || check_coro(args[1]) < 0) return NULL;
+  uint64_t parent_id = 0; /* AnyIO: the parent is the task that opened the group */
+  if (n == 4 && args[3] != Py_None) {
+    parent_id = PyLong_AsUnsignedLongLong(args[3]);
+    if (parent_id == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+  }
   TaskObj *t = task_new(args[1], args[2], TK_CHILD);
   if (!t) return NULL;
+  if (parent_id) t->parent_id = parent_id;
   braid_spawn_opts o;
   name_opts(t->name, &o);
   int rc = braid_group_spawn_stepped(g, py_step, t, &o, NULL);
@@ -1486,7 +1530,11 @@ static PyObject *n_group_failures(PyObject *m, PyObject *h) {
     if (payload) {
       e = braid_group_take_payload(g, i);
     } else {
-      braid_py_raise(code);
+      if (code == BRAID_ESTATE) /* a Python task's only payload-less failure */
+        PyErr_SetString(PyExc_RuntimeError, "a task ended with a cancel scope or task group still open "
+                                            "(misnested 'with' blocks)");
+      else
+        braid_py_raise(code);
       e = fetch_exc();
     }
     if (PyList_Append(list, e) < 0) {
@@ -1541,6 +1589,7 @@ static void after_poll(void *ud) {
       rs->pending = e;
     else
       Py_DECREF(e);
+    if (rs->root_scope) braid_scope_cancel(rs->root_scope); /* unwind the run to raise it */
   }
 }
 
@@ -1551,14 +1600,19 @@ static void on_wake_fd(void *ud) {
   }
 }
 
-/* run(coro, virtual, start, name, wake_fd, coop_budget, main_thread) */
+/* run(coro, virtual, start, name, wake_fd, coop_budget, main_thread[, root_scope]) */
 static PyObject *n_run(PyObject *m, PyObject *args) {
   (void)m;
-  PyObject *coro, *start, *name;
+  PyObject *coro, *start, *name, *root_scope = Py_None;
   int virt, wake_fd, main_thread;
   unsigned coop;
-  if (!PyArg_ParseTuple(args, "OpOOiIp", &coro, &virt, &start, &name, &wake_fd, &coop, &main_thread)) return NULL;
+  if (!PyArg_ParseTuple(args, "OpOOiIp|O", &coro, &virt, &start, &name, &wake_fd, &coop, &main_thread, &root_scope))
+    return NULL;
   if (check_coro(coro) < 0) return NULL;
+  if (root_scope != Py_None && !PyObject_TypeCheck(root_scope, &ScopeType)) {
+    PyErr_SetString(PyExc_TypeError, "run(): root_scope must be a CancelScope");
+    return NULL;
+  }
   if (cur_rs) {
     PyErr_SetString(PyExc_RuntimeError, "braid.run() cannot be called from a running braid event loop");
     return NULL;
@@ -1566,6 +1620,7 @@ static PyObject *n_run(PyObject *m, PyObject *args) {
   braid_time_t start_ns = 0;
   if (seconds_to_ns(start, &start_ns) < 0) return NULL;
   runstate rs = {.wake_fd = wake_fd, .main_thread = main_thread};
+  if (root_scope != Py_None) rs.root_scope = ((ScopeObj *)root_scope)->s; /* kept alive by the caller */
   rs.tasks = PyDict_New();
   if (!rs.tasks) return NULL;
   TaskObj *root = task_new(coro, name, TK_ROOT);
@@ -1654,6 +1709,7 @@ static PyObject *n_to_thread(PyObject *m, PyObject *const *args, Py_ssize_t n) {
     job_unref(j);
     return NULL;
   }
+  j->abandon = abandon;
   op->job = j;
   op->i64 = abandon ? BRAID_ABANDON_ON_CANCEL : 0;
   op->obj = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
@@ -1679,10 +1735,19 @@ static PyObject *n_from_thread_run(PyObject *m, PyObject *const *args, Py_ssize_
     PyErr_SetString(PyExc_TypeError, "from_thread_run(coro, token)");
     return NULL;
   }
+  if (check_coro(args[0]) < 0) return NULL;
   braid_loop *loop = bridge_loop(args[1]);
-  if (!loop || check_coro(args[0]) < 0) return NULL;
-  if (cur_rs && braid_task_loop(cur_task ? cur_task->task : NULL) == loop) {
+  if (loop && cur_rs && braid_task_loop(cur_task ? cur_task->task : NULL) == loop) {
     PyErr_SetString(PyExc_RuntimeError, "This function cannot be called from the event loop thread");
+    loop = NULL;
+  }
+  if (!loop) { /* refused: close the coroutine (no "never awaited" warning), keep the error */
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyObject *r = PyObject_CallMethod(args[0], "close", NULL);
+    Py_XDECREF(r);
+    PyErr_Clear();
+    PyErr_Restore(type, value, tb);
     return NULL;
   }
   TaskObj *t = task_new(args[0], Py_None, TK_EXTERNAL);
@@ -1860,20 +1925,38 @@ static PyObject *n_limiter_borrowers(PyObject *m, PyObject *h) {
   (void)m;
   braid_limiter *lim = braid_py_handle(h, H_LIMITER);
   if (!lim) return NULL;
-  int kinds[256];
-  uint64_t ids[256];
-  long k = braid_limiter_borrowers(lim, kinds, ids, 256);
-  if (k < 0) return braid_py_raise((int)k);
-  if (k > 256) k = 256;
-  PyObject *list = PyList_New(k);
-  if (!list) return NULL;
-  for (long i = 0; i < k; i++) {
+  int kinds_buf[64], *kinds = kinds_buf;
+  uint64_t ids_buf[64], *ids = ids_buf;
+  size_t cap = 64;
+  long k;
+  /* every borrower: grow the arrays until they hold the count (which other
+   * threads may change between two calls) */
+  while ((k = braid_limiter_borrowers(lim, kinds, ids, cap)) > (long)cap) {
+    if (kinds != kinds_buf) {
+      PyMem_Free(kinds);
+      PyMem_Free(ids);
+    }
+    cap = (size_t)k + 16;
+    kinds = PyMem_New(int, cap);
+    ids = PyMem_New(uint64_t, cap);
+    if (!kinds || !ids) {
+      PyMem_Free(kinds);
+      PyMem_Free(ids);
+      return PyErr_NoMemory();
+    }
+  }
+  PyObject *list = k < 0 ? braid_py_raise((int)k) : PyList_New(k);
+  for (long i = 0; list && i < k; i++) {
     PyObject *pair = Py_BuildValue("(iK)", kinds[i], (unsigned long long)ids[i]);
     if (!pair) {
-      Py_DECREF(list);
-      return NULL;
+      Py_CLEAR(list);
+      break;
     }
     PyList_SET_ITEM(list, i, pair);
+  }
+  if (kinds != kinds_buf) {
+    PyMem_Free(kinds);
+    PyMem_Free(ids);
   }
   return list;
 }
@@ -1896,7 +1979,7 @@ static PyMethodDef driver_methods[] = {
     {"done", n_done, METH_O, "done(value) -> an awaitable that returns value at once"},
     {"limiter_borrowers", n_limiter_borrowers, METH_O, NULL},
     {"default_limiter", n_default_limiter, METH_NOARGS, NULL},
-    {"run", n_run, METH_VARARGS, "run(coro, virtual, start, name, wake_fd, coop_budget, main_thread)"},
+    {"run", n_run, METH_VARARGS, "run(coro, virtual, start, name, wake_fd, coop_budget, main_thread[, root_scope])"},
     {"current_time", n_current_time, METH_NOARGS, "current_time() -> float\n\nThe loop's clock in seconds (virtual time on a braid.VirtualClock)."},
     {"current_effective_deadline", n_current_effective_deadline, METH_NOARGS, "current_effective_deadline() -> float\n\nThe earliest deadline that applies to the calling task (shields considered): math.inf for none, -math.inf if already cancelled."},
     {"checkpoint", n_checkpoint, METH_NOARGS, "checkpoint() -> awaitable\n\nLet other tasks run, then raise Cancelled if the task is cancelled:\n\n    await braid.checkpoint()"},
