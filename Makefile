@@ -83,11 +83,13 @@ test-examples: test-release
 test-abi: test-release
 	scripts/check-abi $(BUILD)/release/libbraid.so
 
-# The Python binding: its pytest suite and the Python conformance testee,
-# both on the installed package (not the source tree).
+# The Python binding: its pytest suite, the type check (mypy --strict) of
+# the package and the example, and the Python conformance testee, on the
+# installed package (not the source tree).
 test-python: test-release
 	$(MAKE) --no-print-directory python
 	cd bindings/python/tests && $(PY) -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir=.. .
+	$(PY) -m mypy --strict --no-incremental bindings/python/braid examples/python/demo.py
 	$(PY) tests/conformance/compare.py --testee "$(PY) tests/conformance/python/testee.py" \
 	    --scenarios tests/conformance/scenarios --known-failures tests/conformance/python/known-failures.txt
 

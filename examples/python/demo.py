@@ -12,7 +12,7 @@ import braid
 lock = braid.Lock()
 
 
-async def download(name: str, seconds: float, send) -> None:
+async def download(name: str, seconds: float, send: braid.MemoryObjectSendStream[str]) -> None:
     async with send:
         with braid.move_on_after(1.0) as scope:
             await braid.sleep(seconds)

@@ -10,7 +10,7 @@ import sys
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, TypeVar, cast, overload
 
 from . import _braid
 
@@ -119,9 +119,10 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, clock: VirtualClock | Non
     old, old_fd, r, w, interrupted = _install_sigint()
     root_scope = CancelScope()
 
-    async def root() -> T:
+    async def root() -> T | None:
         with root_scope:
             return await func(*args)
+        return None  # cancelled by Ctrl-C or a signal handler: run() raises
 
     if old is not None:
         def on_sigint(signum: int, frame: Any) -> None:
@@ -148,7 +149,7 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, clock: VirtualClock | Non
             w.close()
     if interrupted[0]:
         raise KeyboardInterrupt
-    return result
+    return cast(T, result)
 
 
 # ---- time and checkpoints -------------------------------------------------

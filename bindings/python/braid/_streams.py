@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 from . import _braid
 
@@ -104,11 +104,11 @@ class MemoryObjectReceiveStream(Generic[T_co]):
         return _braid.channel_receive(self._h)
 
     def receive_nowait(self) -> T_co:
-        return _braid.channel_receive_nowait(self._h)
+        return cast(T_co, _braid.channel_receive_nowait(self._h))
 
     def receive_blocking(self) -> T_co:
         """From a plain thread: receive, blocking the thread until an item comes."""
-        return _braid.thread_wait(_braid.K_RECEIVE, self._h)
+        return cast(T_co, _braid.thread_wait(_braid.K_RECEIVE, self._h))
 
     def clone(self) -> MemoryObjectReceiveStream[T_co]:
         if self._closed:
@@ -130,7 +130,7 @@ class MemoryObjectReceiveStream(Generic[T_co]):
 
     async def __anext__(self) -> T_co:
         try:
-            return await _braid.channel_receive(self._h)
+            return cast(T_co, await _braid.channel_receive(self._h))
         except EndOfStream:
             raise StopAsyncIteration from None
 

@@ -334,8 +334,8 @@ class CapacityLimiter:
     @property
     def available_tokens(self) -> float:
         d = _braid.braid_limiter_statistics(self._h)
-        total = math.inf if d["total"] >= self._UNLIMITED else d["total"]
-        return total - d["borrowed"]
+        total: float = math.inf if d["total"] >= self._UNLIMITED else d["total"]
+        return total - int(d["borrowed"])
 
     def _token(self, borrower: object) -> int:
         token = self._borrowers.get(borrower)

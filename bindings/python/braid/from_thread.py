@@ -7,7 +7,7 @@ import functools
 import threading
 from collections.abc import Awaitable, Callable, Generator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from . import _braid
 
@@ -20,12 +20,12 @@ def run(func: Callable[..., Awaitable[T]], *args: Any, token: Any = None) -> T:
     """From a worker thread (``to_thread.run_sync``) or with a loop ``token``:
     run ``await func(*args)`` as a task on the loop and return its result.
     The task is cancelled when the worker's task is."""
-    return _braid.from_thread_run(func(*args), token)
+    return cast(T, _braid.from_thread_run(func(*args), token))
 
 
 def run_sync(func: Callable[..., T], *args: Any, token: Any = None) -> T:
     """From a worker thread or with a ``token``: call ``func(*args)`` on the loop's thread and return its result."""
-    return _braid.from_thread_run_sync(func, args, token)
+    return cast(T, _braid.from_thread_run_sync(func, args, token))
 
 
 def check_cancelled() -> None:

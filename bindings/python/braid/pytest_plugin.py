@@ -49,7 +49,7 @@ def _wants_braid(item: pytest.Function) -> bool:
         return False
     if item.get_closest_marker("braid") is not None:
         return True
-    return item.config.getini("braid_mode") == "auto"
+    return bool(item.config.getini("braid_mode") == "auto")
 
 
 @pytest.hookimpl(tryfirst=True)
