@@ -102,7 +102,7 @@ bench: python
 
 format:
 	clang-format -i include/*.h core/*.c core/*.h tests/c/*.c tests/c/*.h tests/ctx/*.c examples/c/*.c bench/c/*.c \
-	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h bench/c/*.h)
+	    $(wildcard tests/conformance/c/*.c tests/conformance/c/*.h bench/c/*.h) bindings/python/src/*.c bindings/python/src/*.h
 
 clean:
 	rm -rf $(BUILD)

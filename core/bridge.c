@@ -350,7 +350,7 @@ void braid__start_requests(braid_loop *loop, braid__link *reqs) {
     }
     braid_task *t;
     int rc = r->stepped ? braid__new_task(loop, 1, (void *)r->step, r->arg, NULL, &t)
-                         : braid__new_task(loop, 0, (void *)r->fn, r->arg, NULL, &t);
+                        : braid__new_task(loop, 0, (void *)r->fn, r->arg, NULL, &t);
     if (rc) {
       request_done(r, rc);
       continue;

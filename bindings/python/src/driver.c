@@ -30,13 +30,13 @@
 /* Exceptions                                                          */
 /* ------------------------------------------------------------------ */
 
-static PyObject *exc_cancelled;      /* braid.Cancelled (BaseException) */
-static PyObject *exc_would_block;    /* braid.WouldBlock */
-static PyObject *exc_end_of_stream;  /* braid.EndOfStream */
-static PyObject *exc_broken;         /* braid.BrokenResourceError */
-static PyObject *exc_closed;         /* braid.ClosedResourceError */
-static PyObject *exc_deadlock;       /* braid.DeadlockError (RuntimeError) */
-static PyObject *exc_busy;           /* braid.BusyResourceError (RuntimeError) */
+static PyObject *exc_cancelled;     /* braid.Cancelled (BaseException) */
+static PyObject *exc_would_block;   /* braid.WouldBlock */
+static PyObject *exc_end_of_stream; /* braid.EndOfStream */
+static PyObject *exc_broken;        /* braid.BrokenResourceError */
+static PyObject *exc_closed;        /* braid.ClosedResourceError */
+static PyObject *exc_deadlock;      /* braid.DeadlockError (RuntimeError) */
+static PyObject *exc_busy;          /* braid.BusyResourceError (RuntimeError) */
 
 static PyObject *braid_py_raise(int code) {
   PyObject *type;
@@ -118,8 +118,8 @@ typedef struct {
 
 static PyTypeObject HandleType;
 
-static const char *const handle_names[H_KINDS] = {
-    "?", "lock", "semaphore", "event", "condition", "limiter", "sender", "receiver", "group", "loop"};
+static const char *const handle_names[H_KINDS] = {"?",       "lock",   "semaphore", "event", "condition",
+                                                  "limiter", "sender", "receiver",  "group", "loop"};
 
 static void handle_release(HandleObj *h) {
   void *p = h->p;
@@ -211,11 +211,11 @@ static void *braid_py_handle(PyObject *o, int kind) {
 /* ------------------------------------------------------------------ */
 
 typedef struct runstate {
-  PyThreadState *saved; /* while the loop polls without the GIL */
-  int wake_fd;          /* read end of the signal wake-up pipe, or -1 */
-  int main_thread;      /* signals are handled (PyErr_CheckSignals) */
-  PyObject *tasks;      /* dict: id -> Task, every live Python task */
-  PyObject *pending;    /* an exception raised by a signal handler */
+  PyThreadState *saved;    /* while the loop polls without the GIL */
+  int wake_fd;             /* read end of the signal wake-up pipe, or -1 */
+  int main_thread;         /* signals are handled (PyErr_CheckSignals) */
+  PyObject *tasks;         /* dict: id -> Task, every live Python task */
+  PyObject *pending;       /* an exception raised by a signal handler */
   braid_scope *root_scope; /* the main task's scope: cancelled when a handler raised */
   braid_loop *loop;
 } runstate;
@@ -237,8 +237,8 @@ typedef struct TaskObj {
 } TaskObj;
 
 static PyTypeObject TaskType;
-static _Thread_local TaskObj *cur_task;  /* the Python task being stepped */
-static _Thread_local runstate *cur_rs;   /* the braid.run on this thread */
+static _Thread_local TaskObj *cur_task;       /* the Python task being stepped */
+static _Thread_local runstate *cur_rs;        /* the braid.run on this thread */
 static _Thread_local braid_loop *worker_loop; /* to_thread: the loop the job came from */
 
 static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
@@ -485,6 +485,7 @@ static void job_unref(job *j) {
   Py_XDECREF(j->args);
   Py_XDECREF(j->result);
   Py_XDECREF(j->exc);
+  if (j->loop) braid_loop_unref(j->loop);
   PyMem_RawFree(j);
 }
 
@@ -494,11 +495,13 @@ static void job_unref(job *j) {
 static pthread_key_t worker_key;
 
 static void worker_key_dtor(void *p) {
-  (void)p;
+  /* The PyGILState API cannot be used here: its own thread-specific key may
+   * already be cleared while the thread exits. Delete the state directly. */
+  PyThreadState *ts = p;
   if (!Py_IsInitialized() || _Py_IsFinalizing()) return;
-  PyGILState_STATE g = PyGILState_Ensure();
-  PyGILState_Release(g);          /* the hold taken below */
-  PyGILState_Release(PyGILState_UNLOCKED); /* last release: deletes the state */
+  PyEval_RestoreThread(ts);
+  PyThreadState_Clear(ts);
+  PyThreadState_DeleteCurrent(); /* and releases the GIL */
 }
 
 /* Loops waiting for events without the GIL right now. A worker that
@@ -529,9 +532,10 @@ static int run_job(void *arg) {
   wait_for_free_gil();
   PyGILState_STATE g = PyGILState_Ensure();
   if (!pthread_getspecific(worker_key)) {
-    /* keep this thread's state: one more hold, released at thread exit */
+    /* keep this thread's state: one more hold, never released; the state
+     * is deleted when the thread exits */
     PyGILState_Ensure();
-    pthread_setspecific(worker_key, (void *)1);
+    pthread_setspecific(worker_key, PyThreadState_Get());
   }
   j->started = 1;
   braid_loop *prev = worker_loop;
@@ -1057,16 +1061,16 @@ static PyMethodDef scope_methods[] = {
      "exception until the code leaves it. Idempotent; thread-safe."},
     {NULL}};
 
-static PyGetSetDef scope_getset[] = {
-    {"deadline", (getter)scope_get_deadline, (setter)scope_set_deadline,
-     "the absolute deadline in seconds of braid.current_time(), math.inf for none", NULL},
-    {"shield", (getter)scope_get_shield, (setter)scope_set_shield,
-     "True if cancellations from outside do not reach inside", NULL},
-    {"cancel_called", (getter)scope_get_cancel_called, NULL, "True once cancel() was called or the deadline passed",
-     NULL},
-    {"cancelled_caught", (getter)scope_get_cancelled_caught, NULL,
-     "True if this scope caught a cancellation when it exited", NULL},
-    {NULL}};
+static PyGetSetDef scope_getset[] = {{"deadline", (getter)scope_get_deadline, (setter)scope_set_deadline,
+                                      "the absolute deadline in seconds of braid.current_time(), math.inf for none",
+                                      NULL},
+                                     {"shield", (getter)scope_get_shield, (setter)scope_set_shield,
+                                      "True if cancellations from outside do not reach inside", NULL},
+                                     {"cancel_called", (getter)scope_get_cancel_called, NULL,
+                                      "True once cancel() was called or the deadline passed", NULL},
+                                     {"cancelled_caught", (getter)scope_get_cancelled_caught, NULL,
+                                      "True if this scope caught a cancellation when it exited", NULL},
+                                     {NULL}};
 
 static PyTypeObject ScopeType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "braid.CancelScope",
@@ -1418,8 +1422,7 @@ static PyObject *n_group_open(PyObject *m, PyObject *unused) {
 static int check_coro(PyObject *coro) {
   if (PyCoro_CheckExact(coro)) return 0;
   if (PyObject_HasAttrString(coro, "send") && PyObject_HasAttrString(coro, "throw")) return 0;
-  PyErr_Format(PyExc_TypeError, "expected a coroutine, but got %R (did you pass an async function's result?)",
-               coro);
+  PyErr_Format(PyExc_TypeError, "expected a coroutine, but got %R (did you pass an async function's result?)", coro);
   return -1;
 }
 
@@ -1703,7 +1706,9 @@ static PyObject *n_to_thread(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   j->refs = 1;
   j->fn = Py_NewRef(args[0]);
   j->args = Py_NewRef(args[1]);
-  j->loop = braid_task_loop(t->task);
+  /* a reference: an abandoned job may outlive the run, and its
+   * from_thread calls must then get ClosedResourceError, not freed memory */
+  j->loop = braid_loop_ref(braid_task_loop(t->task));
   OpObj *op = op_new(K_TO_THREAD, NULL);
   if (!op) {
     job_unref(j);
@@ -1834,9 +1839,9 @@ static PyObject *n_check_cancelled(PyObject *m, PyObject *unused) {
 
 /* ---- thread-side blocking calls (release the GIL) ---- */
 
-#define BLOCKING(call)                                                                                               \
-  int rc;                                                                                                          \
-  Py_BEGIN_ALLOW_THREADS rc = (call);                                                                              \
+#define BLOCKING(call)                                                                                                 \
+  int rc;                                                                                                              \
+  Py_BEGIN_ALLOW_THREADS rc = (call);                                                                                  \
   Py_END_ALLOW_THREADS
 
 static PyObject *thread_only(void) {
@@ -1980,13 +1985,22 @@ static PyMethodDef driver_methods[] = {
     {"limiter_borrowers", n_limiter_borrowers, METH_O, NULL},
     {"default_limiter", n_default_limiter, METH_NOARGS, NULL},
     {"run", n_run, METH_VARARGS, "run(coro, virtual, start, name, wake_fd, coop_budget, main_thread[, root_scope])"},
-    {"current_time", n_current_time, METH_NOARGS, "current_time() -> float\n\nThe loop's clock in seconds (virtual time on a braid.VirtualClock)."},
-    {"current_effective_deadline", n_current_effective_deadline, METH_NOARGS, "current_effective_deadline() -> float\n\nThe earliest deadline that applies to the calling task (shields considered): math.inf for none, -math.inf if already cancelled."},
-    {"checkpoint", n_checkpoint, METH_NOARGS, "checkpoint() -> awaitable\n\nLet other tasks run, then raise Cancelled if the task is cancelled:\n\n    await braid.checkpoint()"},
-    {"checkpoint_if_cancelled", n_checkpoint_if_cancelled, METH_NOARGS, "checkpoint_if_cancelled() -> awaitable\n\nRaise Cancelled if the task is cancelled, without yielding."},
-    {"cancel_shielded_checkpoint", n_cancel_shielded_checkpoint, METH_NOARGS, "cancel_shielded_checkpoint() -> awaitable\n\nLet other tasks run; never raises Cancelled."},
-    {"sleep", n_sleep, METH_O, "sleep(delay) -> awaitable\n\nSleep for delay seconds (0: a checkpoint):\n\n    await braid.sleep(0.5)"},
-    {"sleep_until", n_sleep_until, METH_O, "sleep_until(deadline) -> awaitable\n\nSleep until current_time() reaches deadline."},
+    {"current_time", n_current_time, METH_NOARGS,
+     "current_time() -> float\n\nThe loop's clock in seconds (virtual time on a braid.VirtualClock)."},
+    {"current_effective_deadline", n_current_effective_deadline, METH_NOARGS,
+     "current_effective_deadline() -> float\n\nThe earliest deadline that applies to the calling task (shields "
+     "considered): math.inf for none, -math.inf if already cancelled."},
+    {"checkpoint", n_checkpoint, METH_NOARGS,
+     "checkpoint() -> awaitable\n\nLet other tasks run, then raise Cancelled if the task is cancelled:\n\n    await "
+     "braid.checkpoint()"},
+    {"checkpoint_if_cancelled", n_checkpoint_if_cancelled, METH_NOARGS,
+     "checkpoint_if_cancelled() -> awaitable\n\nRaise Cancelled if the task is cancelled, without yielding."},
+    {"cancel_shielded_checkpoint", n_cancel_shielded_checkpoint, METH_NOARGS,
+     "cancel_shielded_checkpoint() -> awaitable\n\nLet other tasks run; never raises Cancelled."},
+    {"sleep", n_sleep, METH_O,
+     "sleep(delay) -> awaitable\n\nSleep for delay seconds (0: a checkpoint):\n\n    await braid.sleep(0.5)"},
+    {"sleep_until", n_sleep_until, METH_O,
+     "sleep_until(deadline) -> awaitable\n\nSleep until current_time() reaches deadline."},
     {"sleep_forever", n_sleep_forever, METH_NOARGS, "sleep_forever() -> awaitable\n\nSleep until cancelled."},
     {"move_on_after", (PyCFunction)(void (*)(void))n_move_on_after, METH_FASTCALL, NULL},
     {"fail_after", (PyCFunction)(void (*)(void))n_fail_after, METH_FASTCALL, NULL},
@@ -2030,49 +2044,41 @@ static int driver_init(PyObject *m) {
   if (PyType_Ready(&HandleType) < 0 || PyType_Ready(&TaskType) < 0 || PyType_Ready(&OpType) < 0 ||
       PyType_Ready(&ScopeType) < 0)
     return -1;
-  exc_cancelled = PyErr_NewExceptionWithDoc(
-      "braid.Cancelled",
-      "Raised at a checkpoint inside a cancelled cancel scope (get_cancelled_exc_class()).\n"
-      "Derives from BaseException: do not catch it without re-raising it.",
-      PyExc_BaseException, NULL);
-  exc_would_block = PyErr_NewExceptionWithDoc("braid.WouldBlock",
-                                              "A *_nowait operation would have had to wait.", NULL, NULL);
-  exc_end_of_stream = PyErr_NewExceptionWithDoc(
-      "braid.EndOfStream", "Every send stream is closed and the buffer is empty.", NULL, NULL);
-  exc_broken = PyErr_NewExceptionWithDoc("braid.BrokenResourceError",
-                                         "The other side of the stream is gone (every receive stream closed).",
-                                         NULL, NULL);
+  exc_cancelled =
+      PyErr_NewExceptionWithDoc("braid.Cancelled",
+                                "Raised at a checkpoint inside a cancelled cancel scope (get_cancelled_exc_class()).\n"
+                                "Derives from BaseException: do not catch it without re-raising it.",
+                                PyExc_BaseException, NULL);
+  exc_would_block =
+      PyErr_NewExceptionWithDoc("braid.WouldBlock", "A *_nowait operation would have had to wait.", NULL, NULL);
+  exc_end_of_stream = PyErr_NewExceptionWithDoc("braid.EndOfStream",
+                                                "Every send stream is closed and the buffer is empty.", NULL, NULL);
+  exc_broken = PyErr_NewExceptionWithDoc(
+      "braid.BrokenResourceError", "The other side of the stream is gone (every receive stream closed).", NULL, NULL);
   exc_closed = PyErr_NewExceptionWithDoc("braid.ClosedResourceError", "This object was closed.", NULL, NULL);
-  exc_deadlock = PyErr_NewExceptionWithDoc("braid.DeadlockError",
-                                           "The wait would deadlock (a cycle of lock owners).",
+  exc_deadlock = PyErr_NewExceptionWithDoc("braid.DeadlockError", "The wait would deadlock (a cycle of lock owners).",
                                            PyExc_RuntimeError, NULL);
-  exc_busy = PyErr_NewExceptionWithDoc("braid.BusyResourceError",
-                                       "Another task is already using this resource.", PyExc_RuntimeError, NULL);
+  exc_busy = PyErr_NewExceptionWithDoc("braid.BusyResourceError", "Another task is already using this resource.",
+                                       PyExc_RuntimeError, NULL);
   if (!exc_cancelled || !exc_would_block || !exc_end_of_stream || !exc_broken || !exc_closed || !exc_deadlock ||
       !exc_busy)
     return -1;
   struct {
     const char *name;
     PyObject *o;
-  } objs[] = {{"Cancelled", exc_cancelled},
-              {"WouldBlock", exc_would_block},
-              {"EndOfStream", exc_end_of_stream},
-              {"BrokenResourceError", exc_broken},
-              {"ClosedResourceError", exc_closed},
-              {"DeadlockError", exc_deadlock},
-              {"BusyResourceError", exc_busy},
-              {"Handle", (PyObject *)&HandleType},
-              {"Task", (PyObject *)&TaskType},
-              {"Operation", (PyObject *)&OpType},
-              {"CancelScope", (PyObject *)&ScopeType}};
+  } objs[] = {
+      {"Cancelled", exc_cancelled},        {"WouldBlock", exc_would_block},        {"EndOfStream", exc_end_of_stream},
+      {"BrokenResourceError", exc_broken}, {"ClosedResourceError", exc_closed},    {"DeadlockError", exc_deadlock},
+      {"BusyResourceError", exc_busy},     {"Handle", (PyObject *)&HandleType},    {"Task", (PyObject *)&TaskType},
+      {"Operation", (PyObject *)&OpType},  {"CancelScope", (PyObject *)&ScopeType}};
   for (size_t i = 0; i < sizeof objs / sizeof objs[0]; i++)
     if (PyModule_AddObjectRef(m, objs[i].name, objs[i].o) < 0) return -1;
   struct {
     const char *name;
     long v;
-  } kinds[] = {{"K_LOCK", K_LOCK},       {"K_SEMAPHORE", K_SEMAPHORE}, {"K_EVENT", K_EVENT},
-               {"K_CONDITION", K_CONDITION}, {"K_LIMITER", K_LIMITER},   {"K_SEND", K_SEND},
-               {"K_RECEIVE", K_RECEIVE}, {"K_SLEEP", K_SLEEP}};
+  } kinds[] = {{"K_LOCK", K_LOCK},           {"K_SEMAPHORE", K_SEMAPHORE}, {"K_EVENT", K_EVENT},
+               {"K_CONDITION", K_CONDITION}, {"K_LIMITER", K_LIMITER},     {"K_SEND", K_SEND},
+               {"K_RECEIVE", K_RECEIVE},     {"K_SLEEP", K_SLEEP}};
   for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
     if (PyModule_AddIntConstant(m, kinds[i].name, kinds[i].v) < 0) return -1;
   return PyModule_AddFunctions(m, driver_methods);

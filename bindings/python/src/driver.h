@@ -15,18 +15,7 @@
 
 #include "braid.h"
 
-enum {
-  H_LOCK = 1,
-  H_SEMAPHORE,
-  H_EVENT,
-  H_CONDITION,
-  H_LIMITER,
-  H_SENDER,
-  H_RECEIVER,
-  H_GROUP,
-  H_LOOP,
-  H_KINDS
-};
+enum { H_LOCK = 1, H_SEMAPHORE, H_EVENT, H_CONDITION, H_LIMITER, H_SENDER, H_RECEIVER, H_GROUP, H_LOOP, H_KINDS };
 
 /* Borrow the pointer of a Handle of `kind`; NULL with TypeError set if `o`
  * is not one (or ValueError if it was already released). */

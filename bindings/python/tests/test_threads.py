@@ -9,6 +9,7 @@ threading.Event gates, and every wait has a deadline (``wait_until``, ``fail_aft
 import concurrent.futures
 import gc
 import threading
+import time
 import warnings
 
 import pytest
@@ -752,3 +753,26 @@ def test_portal_is_callable_from_several_threads_at_once():
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
             results = list(pool.map(lambda x: portal.call(afn, x), range(32), timeout=TIMEOUT))
     assert results == [x * x for x in range(32)]
+
+
+def test_retired_workers_release_their_python_thread_state():
+    # workers keep a Python thread state while they live; when an idle worker
+    # retires (here after 20 ms) the state is deleted on its way out, and new
+    # workers start cleanly
+    from braid import _braid
+
+    async def main():
+        return [await braid.to_thread.run_sync(threading.get_ident) for _ in range(3)]
+
+    old = _braid.braid_set_worker_idle_timeout(20_000_000)
+    try:
+        first = braid.run(main)
+        for _ in range(500):
+            if _braid.braid_worker_statistics()["alive"] == 0:
+                break
+            time.sleep(0.01)
+        assert _braid.braid_worker_statistics()["alive"] == 0
+        second = braid.run(main)
+        assert len(first) == 3 and len(second) == 3
+    finally:
+        _braid.braid_set_worker_idle_timeout(old)
