@@ -420,9 +420,9 @@ static void on_fd(uv_poll_t *h, int status, int events) {
  * whole wait, spinning included: a host that releases an interpreter lock
  * there lets the workers it waits for take it while the loop spins. */
 static void poll_blocking(braid_loop *loop) {
-  braid__stack_cache_trim(loop);
   if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
   if (!braid__spin_for_remote(loop)) {
+    braid__stack_cache_trim(loop);
     if (!loop->virtual_clock) {
       braid__timer *top = braid__heap_top(&loop->heap);
       if (top) {
