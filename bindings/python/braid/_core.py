@@ -251,13 +251,6 @@ class _IgnoredTaskStatus(TaskStatus[Any]):
 TASK_STATUS_IGNORED: TaskStatus[Any] = _IgnoredTaskStatus()
 
 
-def _callable_name(func: Any, name: object) -> str:
-    """A task's name: ``name`` as a string, else ``module.qualname`` of ``func`` (as AnyIO)."""
-    if name is not None:
-        return str(name)
-    return ".".join(x for x in (getattr(func, "__module__", None), getattr(func, "__qualname__", None)) if x)
-
-
 def _rc_of(exc: BaseException | None) -> int:
     if exc is None:
         return 0
@@ -323,7 +316,7 @@ class TaskGroup:
         if not self._active:
             coro.close() if hasattr(coro, "close") else None
             raise RuntimeError("This task group is not active; no new tasks can be started.")
-        _braid.group_spawn(self._h, coro, _callable_name(func, name), self._host_id)
+        _braid.group_spawn(self._h, coro, func if name is None else str(name), self._host_id)
 
     async def start(self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None) -> Any:
         """Start ``func(*args, task_status=...)`` and wait until it calls
@@ -335,7 +328,7 @@ class TaskGroup:
         if not self._active:
             raise RuntimeError("This task group is not active; no new tasks can be started.")
         coro = func(*args, task_status=TaskStatus())
-        return await _braid.group_start(self._h, coro, _callable_name(func, name))
+        return await _braid.group_start(self._h, coro, func if name is None else str(name))
 
 
 def create_task_group() -> TaskGroup:

@@ -225,7 +225,8 @@ enum { TK_ROOT = 0, TK_CHILD, TK_EXTERNAL };
 typedef struct TaskObj {
   PyObject_HEAD braid_task *task; /* while it runs */
   PyObject *coro;
-  PyObject *name;      /* str, or NULL: derived from the coroutine */
+  PyObject *name;      /* str given by the caller, or NULL */
+  PyObject *name_of;   /* or the function it runs: named module.qualname on demand */
   PyObject *result;    /* return value (root and external tasks) */
   PyObject *exc;       /* exception (root and external tasks) */
   PyObject *throw_exc; /* to throw into the coroutine at the next step */
@@ -246,7 +247,11 @@ static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
   if (!t) return NULL;
   t->task = NULL;
   t->coro = Py_NewRef(coro);
-  t->name = (name && name != Py_None) ? Py_NewRef(name) : NULL;
+  t->name = t->name_of = NULL;
+  if (name && PyUnicode_Check(name))
+    t->name = Py_NewRef(name);
+  else if (name && name != Py_None)
+    t->name_of = Py_NewRef(name); /* computing the name per spawn would cost more than the spawn */
   t->result = t->exc = t->throw_exc = NULL;
   t->id = t->parent_id = 0;
   t->resume = 0;
@@ -261,6 +266,7 @@ static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
 static int task_traverse(TaskObj *t, visitproc visit, void *arg) {
   Py_VISIT(t->coro);
   Py_VISIT(t->name);
+  Py_VISIT(t->name_of);
   Py_VISIT(t->result);
   Py_VISIT(t->exc);
   Py_VISIT(t->throw_exc);
@@ -270,6 +276,7 @@ static int task_traverse(TaskObj *t, visitproc visit, void *arg) {
 static int task_clear(TaskObj *t) {
   Py_CLEAR(t->coro);
   Py_CLEAR(t->name);
+  Py_CLEAR(t->name_of);
   Py_CLEAR(t->result);
   Py_CLEAR(t->exc);
   Py_CLEAR(t->throw_exc);
@@ -285,6 +292,23 @@ static void task_dealloc(TaskObj *t) {
 static PyObject *task_get_name(TaskObj *t, void *c) {
   (void)c;
   if (t->name) return Py_NewRef(t->name);
+  if (t->name_of) { /* AnyIO's default: module.qualname of the function */
+    PyObject *mod = PyObject_GetAttrString(t->name_of, "__module__");
+    if (!mod) PyErr_Clear();
+    PyObject *q = PyObject_GetAttrString(t->name_of, "__qualname__");
+    if (!q) PyErr_Clear();
+    PyObject *r = NULL;
+    if (mod && PyUnicode_Check(mod) && q && PyUnicode_Check(q))
+      r = PyUnicode_FromFormat("%U.%U", mod, q);
+    else if (q && PyUnicode_Check(q))
+      r = Py_NewRef(q);
+    Py_XDECREF(mod);
+    Py_XDECREF(q);
+    if (r) {
+      Py_XSETREF(t->name, r);
+      return Py_NewRef(r);
+    }
+  }
   if (t->coro) {
     PyObject *q = PyObject_GetAttrString(t->coro, "__qualname__");
     if (q) return q;
@@ -403,19 +427,25 @@ static PySendResult coro_throw(PyObject *coro, PyObject *exc, PyObject **res) {
 }
 
 /* braid_step_fn of every Python task. Runs on the loop thread with the GIL. */
+/* Bind t to its braid task and list it in get_running_tasks(): when it is
+ * spawned, or at its first step (root, started and external tasks). */
+static void task_register(TaskObj *t, braid_task *self) {
+  t->task = self;
+  t->id = braid_task_id(self);
+  if (!t->rs) t->rs = cur_rs;
+  if (t->rs && !t->rs->loop) t->rs->loop = braid_task_loop(self);
+  if (t->rs && t->rs->tasks) {
+    PyObject *key = PyLong_FromUnsignedLongLong(t->id);
+    if (!key || PyDict_SetItem(t->rs->tasks, key, (PyObject *)t) < 0) PyErr_Clear();
+    Py_XDECREF(key);
+  }
+}
+
 static int py_step(braid_task *self, void *ctx, int resume) {
   TaskObj *t = ctx;
   if (!t->stepped) {
     t->stepped = 1;
-    t->task = self;
-    t->id = braid_task_id(self);
-    if (!t->rs) t->rs = cur_rs;
-    if (t->rs && !t->rs->loop) t->rs->loop = braid_task_loop(self);
-    if (t->rs && t->rs->tasks) {
-      PyObject *key = PyLong_FromUnsignedLongLong(t->id);
-      if (!key || PyDict_SetItem(t->rs->tasks, key, (PyObject *)t) < 0) PyErr_Clear();
-      Py_XDECREF(key);
-    }
+    if (!t->id) task_register(t, self);
   }
   t->resume = resume;
   TaskObj *prev = cur_task;
@@ -1444,7 +1474,9 @@ static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n)
   if (parent_id) t->parent_id = parent_id;
   braid_spawn_opts o;
   name_opts(t->name, &o);
-  int rc = braid_group_spawn_stepped(g, py_step, t, &o, NULL);
+  braid_task *bt;
+  int rc = braid_group_spawn_stepped(g, py_step, t, &o, &bt);
+  if (rc == 0) task_register(t, bt); /* listed at once, as AnyIO lists a new task */
   if (rc) {
     Py_DECREF(t);
     if (rc == BRAID_ESTATE) {

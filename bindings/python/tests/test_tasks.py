@@ -192,3 +192,18 @@ def test_get_running_tasks_of_a_run_is_just_its_main_task_at_the_start():
 
     running, me = braid.run(main)
     assert running == [me]
+
+
+async def test_a_spawned_task_is_listed_before_it_first_runs():
+    # as in AnyIO: start_soon makes the task visible at once, with its default
+    # name (module.qualname of the function) and its parent
+    async def child():
+        await braid.sleep(0)
+
+    me = braid.get_current_task()
+    async with braid.create_task_group() as tg:
+        tg.start_soon(child)
+        listed = [t for t in braid.get_running_tasks() if t.id != me.id]
+        assert len(listed) == 1
+        assert listed[0].name == f"{__name__}.{child.__qualname__}"
+        assert listed[0].parent_id == me.id
