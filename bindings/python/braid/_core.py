@@ -301,6 +301,13 @@ class TaskGroup:
         failures = _braid.group_failures(self._h)
         del exc_type, tb
         if code == _EFAILED:
+            if _braid.current_effective_deadline() != -math.inf:
+                # no outer cancellation: the group's (cancelled) scope catches the
+                # Cancelled inside the failures, as AnyIO's does
+                failures = [e for e in (f.split(Cancelled)[1] if isinstance(f, BaseExceptionGroup) else f
+                                        for f in failures) if e is not None]
+            if not failures:
+                return exc is not None  # only cancellations of this group: caught
             # the body's exception (a failure, listed in the group, or the
             # Cancelled the failures caused) is not the group's context
             raise BaseExceptionGroup("unhandled errors in a TaskGroup", failures) from None

@@ -79,6 +79,14 @@ BRAID_HANDLE(braid_limiter, H_LIMITER)
 BRAID_HANDLE(braid_sender, H_SENDER)
 BRAID_HANDLE(braid_receiver, H_RECEIVER)
 BRAID_HANDLE(braid_loop, H_LOOP)
+/* braid_condition_new(lock, out): the condition borrows the lock, so its
+ * handle keeps the lock's handle (its only argument, swig_obj[0]) alive */
+%typemap(argout) braid_condition **out {
+  PyObject *h = braid_py_handle_new(*$1, H_CONDITION, swig_obj[0]);
+  if (!h) SWIG_fail;
+  Py_DECREF($result);
+  $result = h;
+}
 %typemap(in) const braid_loop * {
   $1 = (braid_loop *)braid_py_handle($input, H_LOOP);
   if (!$1) SWIG_fail;

@@ -218,6 +218,7 @@ typedef struct runstate {
   PyObject *pending;       /* an exception raised by a signal handler */
   braid_scope *root_scope; /* the main task's scope: cancelled when a handler raised */
   braid_loop *loop;
+  PyObject *default_limiter; /* the borrowed Handle of the loop's default limiter, released at the end */
 } runstate;
 
 enum { TK_ROOT = 0, TK_CHILD, TK_EXTERNAL };
@@ -231,9 +232,10 @@ typedef struct TaskObj {
   PyObject *exc;       /* exception (root and external tasks) */
   PyObject *throw_exc; /* to throw into the coroutine at the next step */
   uint64_t id, parent_id;
-  int resume;  /* outcome of the last wait */
-  int kind;    /* TK_* */
-  int stepped; /* has been stepped at least once */
+  int resume;   /* outcome of the last wait */
+  int kind;     /* TK_* */
+  int stepped;  /* has been stepped at least once */
+  int starting; /* created by TaskGroup.start(): braid takes its started() value */
   runstate *rs;
 } TaskObj;
 
@@ -257,6 +259,7 @@ static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
   t->resume = 0;
   t->kind = kind;
   t->stepped = 0;
+  t->starting = 0;
   t->rs = NULL;
   if (cur_task) t->parent_id = cur_task->id;
   PyObject_GC_Track(t);
@@ -426,6 +429,18 @@ static PySendResult coro_throw(PyObject *coro, PyObject *exc, PyObject **res) {
   return PYGEN_ERROR;
 }
 
+/* Close a coroutine that will never run (no "never awaited" warning), keeping any error set. */
+static void close_coro(PyObject *coro) {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  PyObject *r = PyObject_CallMethod(coro, "close", NULL);
+  if (r)
+    Py_DECREF(r);
+  else
+    PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+}
+
 /* braid_step_fn of every Python task. Runs on the loop thread with the GIL. */
 /* Bind t to its braid task and list it in get_running_tasks(): when it is
  * spawned, or at its first step (root, started and external tasks). */
@@ -507,7 +522,28 @@ typedef struct job {
   PyObject *fn, *args;
   PyObject *result, *exc;
   braid_loop *loop;
+  uintptr_t id; /* braid gets the id, not the pointer (live_jobs) */
 } job;
+
+/* Jobs handed to braid_to_thread, under the GIL: id -> address. The worker
+ * (run_job) takes its job out before fn starts; a task that gives up on a
+ * job that has not started (refused, cancelled before it started, or
+ * abandoned, even while it waited for its limiter token, where no worker
+ * ever comes) takes it out and frees it. A worker that comes later finds
+ * nothing and runs nothing, as AnyIO skips an abandoned call. */
+static PyObject *live_jobs;
+static uintptr_t job_seq;
+
+/* Take job `id` out of live_jobs: the job, or NULL if it is gone. */
+static job *job_take(uintptr_t id) {
+  PyObject *key = PyLong_FromSize_t(id);
+  PyObject *addr = key ? PyDict_GetItemWithError(live_jobs, key) : NULL;
+  job *j = addr ? PyLong_AsVoidPtr(addr) : NULL;
+  if (j && PyDict_DelItem(live_jobs, key) < 0) j = NULL;
+  Py_XDECREF(key);
+  PyErr_Clear();
+  return j;
+}
 
 static void job_unref(job *j) {
   if (--j->refs) return;
@@ -557,7 +593,6 @@ static void wait_for_free_gil(void) {
 }
 
 static int run_job(void *arg) {
-  job *j = arg;
   if (!Py_IsInitialized() || _Py_IsFinalizing()) return BRAID_ESTATE;
   wait_for_free_gil();
   PyGILState_STATE g = PyGILState_Ensure();
@@ -566,6 +601,11 @@ static int run_job(void *arg) {
      * is deleted when the thread exits */
     PyGILState_Ensure();
     pthread_setspecific(worker_key, PyThreadState_Get());
+  }
+  job *j = job_take((uintptr_t)arg);
+  if (!j) { /* the task gave up on it before it started */
+    PyGILState_Release(g);
+    return BRAID_ECANCELED;
   }
   j->started = 1;
   braid_loop *prev = worker_loop;
@@ -667,7 +707,10 @@ static void op_dealloc(OpObj *op) {
 static braid_spawn_opts name_opts(PyObject *name, braid_spawn_opts *o) {
   memset(o, 0, sizeof *o);
   o->size = sizeof *o;
-  if (name && name != Py_None && PyUnicode_Check(name)) o->name = PyUnicode_AsUTF8(name);
+  if (name && name != Py_None && PyUnicode_Check(name)) {
+    o->name = PyUnicode_AsUTF8(name);
+    if (!o->name) PyErr_Clear(); /* not UTF-8 encodable (lone surrogates): braid's default name */
+  }
   return *o;
 }
 
@@ -713,13 +756,24 @@ static int op_perform(OpObj *op, TaskObj *t) {
     name_opts(child->name, &o);
     Py_INCREF(child); /* for the braid task */
     int rc = braid_group_start_stepped(((HandleObj *)op->owner)->p, bt, py_step, child, &o, &op->item);
-    if (rc != 0 && rc != BRAID_EPENDING && !child->stepped) Py_DECREF(child);
+    if (rc != 0 && rc != BRAID_EPENDING && !child->stepped) { /* refused: it never runs */
+      close_coro(child->coro);
+      Py_DECREF(child);
+    }
     return rc;
   }
   case K_TO_THREAD: {
     braid_limiter *lim = op->obj ? ((HandleObj *)op->obj)->p : NULL;
+    PyObject *key = PyLong_FromSize_t(op->job->id), *addr = key ? PyLong_FromVoidPtr(op->job) : NULL;
+    int bad = !addr || PyDict_SetItem(live_jobs, key, addr) < 0;
+    Py_XDECREF(key);
+    Py_XDECREF(addr);
+    if (bad) {
+      PyErr_Clear();
+      return BRAID_ENOMEM;
+    }
     op->job->refs++; /* the worker's, dropped in op_outcome if fn never runs */
-    return braid_to_thread(bt, run_job, op->job, (unsigned)op->i64, lim);
+    return braid_to_thread(bt, run_job, (void *)op->job->id, (unsigned)op->i64, lim);
   }
   case K_DONE:
     return 0;
@@ -766,21 +820,19 @@ static PyObject *op_outcome(OpObj *op, int rc) {
       return NULL;
     }
     Py_XDECREF(v);
-    if (rc == BRAID_ESTATE) {
-      PyErr_SetString(PyExc_RuntimeError, "child exited without calling task_status.started()");
+    if (rc == BRAID_ESTATE) { /* refused at once: the group is closed (to new arrivals) */
+      PyErr_SetString(PyExc_RuntimeError, was_waiting ? "child exited without calling task_status.started()"
+                                                      : "This task group is not active; no new tasks can be started.");
       return NULL;
     }
     break;
   }
   case K_TO_THREAD: {
     job *j = op->job;
-    /* fn never ran and never will: refused at once, or (without abandon,
-     * where the task resumes only after fn returned) cancelled before it
-     * started. The worker's reference is ours to drop. An abandoned job
-     * that had not started may still be queued for a worker: it keeps its
-     * reference (and is freed by the worker, or, if it was cancelled while
-     * waiting for its limiter token, never: a known leak of one job). */
-    if (!j->started && j->refs > 1 && (!was_waiting || !j->abandon)) j->refs--;
+    /* fn has not started (refused at once, cancelled before it started,
+     * or abandoned before it started): taken out of live_jobs, it never
+     * will, and the worker's reference is ours to drop. */
+    if (!j->started && j->refs > 1 && job_take(j->id)) j->refs--;
     if (rc == 0 && j->result) {
       PyObject *v = j->result;
       j->result = NULL;
@@ -1013,7 +1065,11 @@ static PyObject *scope_exit(ScopeObj *o, PyObject *const *args, Py_ssize_t n) {
     return NULL;
   }
   if (r == BRAID_ETIMEDOUT) {
-    Py_XDECREF(rest);
+    if (rest) { /* the cancellations were caught: the other errors go on, not TimeoutError (AnyIO) */
+      PyErr_SetObject((PyObject *)Py_TYPE(rest), rest);
+      Py_DECREF(rest);
+      return NULL;
+    }
     PyErr_SetNone(PyExc_TimeoutError);
     return NULL;
   }
@@ -1199,7 +1255,11 @@ static PyObject *timed_scope(PyObject *const *args, Py_ssize_t n, unsigned flags
   }
   braid_time_t d = BRAID_NEVER;
   if (args[0] != Py_None && seconds_to_ns(args[0], &d) < 0) return NULL;
-  if (n > 1 && PyObject_IsTrue(args[1])) flags |= BRAID_SHIELD;
+  if (n > 1) {
+    int shield = PyObject_IsTrue(args[1]);
+    if (shield < 0) return NULL;
+    if (shield) flags |= BRAID_SHIELD;
+  }
   braid_time_t deadline = BRAID_NEVER;
   if (d != BRAID_NEVER) {
     TaskObj *t = need_task(what);
@@ -1236,7 +1296,11 @@ static PyObject *n_scope_at(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   }
   braid_time_t d;
   if (seconds_to_ns(args[0], &d) < 0) return NULL;
-  unsigned flags = (PyObject_IsTrue(args[1]) ? BRAID_SHIELD : 0) | (PyObject_IsTrue(args[2]) ? BRAID_FAIL : 0);
+  int shield = PyObject_IsTrue(args[1]);
+  if (shield < 0) return NULL;
+  int fail = PyObject_IsTrue(args[2]);
+  if (fail < 0) return NULL;
+  unsigned flags = (shield ? BRAID_SHIELD : 0) | (fail ? BRAID_FAIL : 0);
   braid_scope *s;
   int rc = braid_scope_new(d, flags, &s);
   if (rc) return braid_py_raise(rc);
@@ -1478,6 +1542,7 @@ static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n)
   int rc = braid_group_spawn_stepped(g, py_step, t, &o, &bt);
   if (rc == 0) task_register(t, bt); /* listed at once, as AnyIO lists a new task */
   if (rc) {
+    close_coro(t->coro); /* refused: it never runs */
     Py_DECREF(t);
     if (rc == BRAID_ESTATE) {
       PyErr_SetString(PyExc_RuntimeError, "This task group is not active; no new tasks can be started.");
@@ -1502,6 +1567,7 @@ static PyObject *n_group_start(PyObject *m, PyObject *const *args, Py_ssize_t n)
     Py_DECREF(t);
     return NULL;
   }
+  t->starting = 1;
   op->obj = (PyObject *)t;
   return (PyObject *)op;
 }
@@ -1510,6 +1576,7 @@ static PyObject *n_task_started(PyObject *m, PyObject *value) {
   (void)m;
   TaskObj *t = need_task("task_status.started()");
   if (!t) return NULL;
+  if (!t->starting) Py_RETURN_NONE; /* braid ignores it (and would not take value) */
   Py_INCREF(value);
   int rc = braid_task_started(t->task, value);
   if (rc) {
@@ -1670,6 +1737,7 @@ static PyObject *n_run(PyObject *m, PyObject *args) {
   o.clock = virt ? BRAID_CLOCK_VIRTUAL : BRAID_CLOCK_REAL;
   o.start_time = start_ns;
   o.root_name = (name != Py_None && PyUnicode_Check(name)) ? PyUnicode_AsUTF8(name) : NULL;
+  if (!o.root_name) PyErr_Clear(); /* not UTF-8 encodable: braid's default name */
   o.before_poll = before_poll;
   o.after_poll = after_poll;
   o.poll_ud = &rs;
@@ -1683,6 +1751,10 @@ static PyObject *n_run(PyObject *m, PyObject *args) {
   Py_INCREF(root); /* for the braid task */
   int rc = braid_run_stepped(py_step, root, &o);
   cur_rs = NULL;
+  if (rs.default_limiter) { /* freed with the loop: later uses get "handle was released" */
+    ((HandleObj *)rs.default_limiter)->p = NULL;
+    Py_DECREF(rs.default_limiter);
+  }
   if (!root->stepped) Py_DECREF(root); /* the loop never started */
   PyObject *result = NULL;
   if (rs.pending) {
@@ -1736,6 +1808,7 @@ static PyObject *n_to_thread(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   job *j = PyMem_RawCalloc(1, sizeof *j);
   if (!j) return PyErr_NoMemory();
   j->refs = 1;
+  j->id = ++job_seq;
   j->fn = Py_NewRef(args[0]);
   j->args = Py_NewRef(args[1]);
   /* a reference: an abandoned job may outlive the run, and its
@@ -2004,11 +2077,16 @@ static PyObject *n_default_limiter(PyObject *m, PyObject *unused) {
   (void)unused;
   TaskObj *t = need_task("current_default_thread_limiter()");
   if (!t) return NULL;
+  runstate *rs = cur_rs;
+  if (rs && rs->default_limiter) return Py_NewRef(rs->default_limiter);
   braid_limiter *lim;
   int rc = braid_loop_default_limiter(braid_task_loop(t->task), &lim);
   if (rc) return braid_py_raise(rc);
   PyObject *h = braid_py_handle_new(lim, H_LIMITER, NULL);
-  if (h) ((HandleObj *)h)->borrowed = 1;
+  if (h) {
+    ((HandleObj *)h)->borrowed = 1;
+    if (rs) rs->default_limiter = Py_NewRef(h); /* the loop frees the limiter when it ends */
+  }
   return h;
 }
 
@@ -2073,6 +2151,7 @@ static PyMethodDef driver_methods[] = {
 /* Called from the SWIG module's init: add the types, exceptions and natives. */
 static int driver_init(PyObject *m) {
   if (pthread_key_create(&worker_key, worker_key_dtor) != 0) return -1;
+  if (!(live_jobs = PyDict_New())) return -1;
   if (PyType_Ready(&HandleType) < 0 || PyType_Ready(&TaskType) < 0 || PyType_Ready(&OpType) < 0 ||
       PyType_Ready(&ScopeType) < 0)
     return -1;
