@@ -101,6 +101,8 @@ async def program(mod):
         await r3.receive()
     except mod.EndOfStream:
         log.append("end of stream")
+    s2.close()
+    r3.close()
 
     # synchronization
     lock = mod.Lock()
