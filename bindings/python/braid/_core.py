@@ -335,7 +335,7 @@ class TaskGroup:
         if not self._active:
             raise RuntimeError("This task group is not active; no new tasks can be started.")
         coro = func(*args, task_status=TaskStatus())
-        return await _braid.group_start(self._h, coro, func if name is None else str(name))
+        return await _braid.group_start(self._h, coro, func if name is None else str(name), self._host_id)
 
 
 def create_task_group() -> TaskGroup:

@@ -232,10 +232,11 @@ typedef struct TaskObj {
   PyObject *exc;       /* exception (root and external tasks) */
   PyObject *throw_exc; /* to throw into the coroutine at the next step */
   uint64_t id, parent_id;
-  int resume;   /* outcome of the last wait */
-  int kind;     /* TK_* */
-  int stepped;  /* has been stepped at least once */
-  int starting; /* created by TaskGroup.start(): braid takes its started() value */
+  int resume;          /* outcome of the last wait */
+  int kind;            /* TK_* */
+  int stepped;         /* has been stepped at least once */
+  int starting;        /* created by TaskGroup.start(): braid takes its started() value */
+  uint64_t group_host; /* started: the task that opened the group it moves into */
   runstate *rs;
 } TaskObj;
 
@@ -260,6 +261,7 @@ static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
   t->kind = kind;
   t->stepped = 0;
   t->starting = 0;
+  t->group_host = 0;
   t->rs = NULL;
   if (cur_task) t->parent_id = cur_task->id;
   PyObject_GC_Track(t);
@@ -1555,13 +1557,19 @@ static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n)
 
 static PyObject *n_group_start(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   (void)m;
-  if (n != 3) {
-    PyErr_SetString(PyExc_TypeError, "group_start(handle, coro, name)");
+  if (n != 3 && n != 4) {
+    PyErr_SetString(PyExc_TypeError, "group_start(handle, coro, name[, host_id])");
     return NULL;
   }
   if (!braid_py_handle(args[0], H_GROUP) || check_coro(args[1]) < 0) return NULL;
+  uint64_t host = 0;
+  if (n == 4 && args[3] != Py_None) {
+    host = PyLong_AsUnsignedLongLong(args[3]);
+    if (host == (uint64_t)-1 && PyErr_Occurred()) return NULL;
+  }
   TaskObj *t = task_new(args[1], args[2], TK_CHILD);
   if (!t) return NULL;
+  t->group_host = host;
   OpObj *op = op_new(K_GROUP_START, args[0]);
   if (!op) {
     Py_DECREF(t);
@@ -1587,6 +1595,7 @@ static PyObject *n_task_started(PyObject *m, PyObject *value) {
     }
     return braid_py_raise(rc);
   }
+  if (t->group_host) t->parent_id = t->group_host; /* it moved into the group (AnyIO) */
   Py_RETURN_NONE;
 }
 

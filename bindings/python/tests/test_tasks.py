@@ -207,3 +207,25 @@ async def test_a_spawned_task_is_listed_before_it_first_runs():
         assert len(listed) == 1
         assert listed[0].name == f"{__name__}.{child.__qualname__}"
         assert listed[0].parent_id == me.id
+
+
+async def test_a_started_task_moves_under_the_group_host_once_started():
+    # AnyIO: before started() the parent is the task calling start(); after, the
+    # task that opened the group the child moves into
+    me = braid.get_current_task()
+    seen = {}
+
+    async def child(*, task_status):
+        seen["before"] = braid.get_current_task().parent_id
+        task_status.started()
+        seen["after"] = braid.get_current_task().parent_id
+
+    async def starter(tg):
+        seen["starter"] = braid.get_current_task().id
+        await tg.start(child)
+
+    async with braid.create_task_group() as tg:
+        async with braid.create_task_group() as inner:
+            inner.start_soon(starter, tg)
+    assert seen["before"] == seen["starter"] != me.id
+    assert seen["after"] == me.id
