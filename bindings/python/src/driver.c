@@ -226,11 +226,12 @@ enum { TK_ROOT = 0, TK_CHILD, TK_EXTERNAL };
 typedef struct TaskObj {
   PyObject_HEAD braid_task *task; /* while it runs */
   PyObject *coro;
-  PyObject *name;      /* str given by the caller, or NULL */
-  PyObject *name_of;   /* or the function it runs: named module.qualname on demand */
-  PyObject *result;    /* return value (root and external tasks) */
-  PyObject *exc;       /* exception (root and external tasks) */
-  PyObject *throw_exc; /* to throw into the coroutine at the next step */
+  PyObject *name;       /* str given by the caller, or NULL */
+  PyObject *name_of;    /* or the function it runs: named module.qualname on demand */
+  PyObject *result;     /* return value (root and external tasks) */
+  PyObject *exc;        /* exception (root and external tasks) */
+  PyObject *throw_exc;  /* to throw into the coroutine at the next step */
+  PyObject *waiting_op; /* the Operation whose wait is registered: braid may still write into it */
   uint64_t id, parent_id;
   int resume;          /* outcome of the last wait */
   int kind;            /* TK_* */
@@ -255,7 +256,7 @@ static TaskObj *task_new(PyObject *coro, PyObject *name, int kind) {
     t->name = Py_NewRef(name);
   else if (name && name != Py_None)
     t->name_of = Py_NewRef(name); /* computing the name per spawn would cost more than the spawn */
-  t->result = t->exc = t->throw_exc = NULL;
+  t->result = t->exc = t->throw_exc = t->waiting_op = NULL;
   t->id = t->parent_id = 0;
   t->resume = 0;
   t->kind = kind;
@@ -275,6 +276,7 @@ static int task_traverse(TaskObj *t, visitproc visit, void *arg) {
   Py_VISIT(t->result);
   Py_VISIT(t->exc);
   Py_VISIT(t->throw_exc);
+  Py_VISIT(t->waiting_op);
   return 0;
 }
 
@@ -285,6 +287,7 @@ static int task_clear(TaskObj *t) {
   Py_CLEAR(t->result);
   Py_CLEAR(t->exc);
   Py_CLEAR(t->throw_exc);
+  Py_CLEAR(t->waiting_op);
   return 0;
 }
 
@@ -508,6 +511,7 @@ static int py_step(braid_task *self, void *ctx, int resume) {
     t->throw_exc = fetch_exc();
   }
   cur_task = prev;
+  Py_CLEAR(t->waiting_op); /* its coroutine was closed while it waited */
   int rc = task_finish(t, self, r, res);
   Py_DECREF(t); /* the reference the braid task held */
   return rc;
@@ -873,6 +877,10 @@ static PySendResult op_am_send(OpObj *op, PyObject *arg, PyObject **presult) {
     if (rc == BRAID_EPENDING) {
       op->state = OP_WAITING;
       op->waiter = t->id;
+      /* keep it alive until the task is stepped again, even if the
+       * coroutine lets go of it (closed from outside): the core writes the
+       * outcome (a received item, a started value) into it */
+      Py_XSETREF(t->waiting_op, Py_NewRef((PyObject *)op));
       *presult = Py_NewRef((PyObject *)op);
       return PYGEN_NEXT;
     }
@@ -887,6 +895,7 @@ static PySendResult op_am_send(OpObj *op, PyObject *arg, PyObject **presult) {
       return PYGEN_ERROR;
     }
     *presult = op_outcome(op, t->resume);
+    if (t->waiting_op == (PyObject *)op) Py_CLEAR(t->waiting_op); /* our caller still holds op */
     return *presult ? PYGEN_RETURN : PYGEN_ERROR;
   }
   PyErr_SetString(PyExc_RuntimeError, "cannot reuse an already awaited braid operation");

@@ -279,3 +279,35 @@ async def test_thread_calls_cancelled_at_any_stage_release_everything():
     await braid.sleep(0.01)
     gc.collect()
     assert ran and sys.getrefcount(payload) == before
+
+
+async def test_closing_a_waiting_tasks_coroutine_from_outside_does_not_free_its_operation(virtual_clock):
+    # misuse: another task closes the coroutine of a task blocked in receive();
+    # the operation braid writes the item into must stay alive until the task
+    # is stepped again (it then ends: its coroutine is gone)
+    import gc
+    import weakref
+
+    send, receive = braid.create_memory_object_stream(1)
+    coro_box = []
+
+    class Item:
+        pass
+
+    async def receiver():
+        coro_box.append(braid.get_current_task().coro)
+        await receive.receive()
+
+    item = Item()
+    ref = weakref.ref(item)
+    with pytest.raises(BaseExceptionGroup):
+        async with braid.create_task_group() as tg:
+            tg.start_soon(receiver)
+            await braid.sleep(1)
+            coro_box[0].close()  # the frame and its reference to the operation are gone
+            gc.collect()
+            await send.send(item)  # braid writes the item into the operation now
+            del item
+            await braid.sleep(1)
+    gc.collect()
+    assert ref() is None  # delivered to nobody, and released
