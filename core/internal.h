@@ -268,6 +268,13 @@ struct braid_loop {
 };
 
 BRAID__HIDDEN braid_time_t braid__real_now(void);
+/* t + d, saturating at BRAID_NEVER and at INT64_MIN + 1 (virtual clocks may
+ * start at negative times, so neither side is known to be positive). */
+static inline braid_time_t braid__time_add(braid_time_t t, braid_time_t d) {
+  if (d > 0 && t > BRAID_NEVER - d) return BRAID_NEVER;
+  if (d < 0 && t < INT64_MIN + 1 - d) return INT64_MIN + 1;
+  return t + d;
+}
 BRAID__HIDDEN int braid__spin_ok(void); /* more than one CPU */
 BRAID__HIDDEN int braid__spin_for_remote(braid_loop *loop);
 static inline void braid__cpu_relax_(void) {

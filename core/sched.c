@@ -749,11 +749,11 @@ int braid_sleep_until(braid_task *task, braid_time_t when) {
 int braid_sleep(braid_task *task, braid_time_t duration) {
   if (!task) {
     braid_time_t now = braid__real_now();
-    return braid__thread_sleep_until(duration > BRAID_NEVER - now ? BRAID_NEVER : now + duration);
+    return braid__thread_sleep_until(braid__time_add(now, duration));
   }
   if (task->loop != braid__tls.loop) return BRAID_ETHREAD;
   braid_time_t now = braid__loop_now(task->loop);
-  braid_time_t when = duration > BRAID_NEVER - now ? BRAID_NEVER : now + duration;
+  braid_time_t when = braid__time_add(now, duration);
   return sleep_until(task, when, when == BRAID_NEVER);
 }
 

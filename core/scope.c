@@ -485,7 +485,7 @@ static int after_helper(braid_task *task, braid_time_t duration, unsigned flags,
   if (!task || !out) return BRAID_EINVAL;
   if (task->loop != braid__tls.loop) return BRAID_ETHREAD;
   braid_time_t now = braid__loop_now(task->loop);
-  braid_time_t deadline = duration > 0 && now > BRAID_NEVER - duration ? BRAID_NEVER : now + duration;
+  braid_time_t deadline = braid__time_add(now, duration);
   if (duration == BRAID_NEVER) deadline = BRAID_NEVER;
   braid_scope *s;
   int rc = braid__scope_alloc(task->loop, deadline, flags, &s);

@@ -390,6 +390,48 @@ static void test_virtual_clock_starts_at_start_time_and_jumps_over_sleeps(void *
   assert_int_equal(c.after_sleep, 3600 * BRAID_SEC);
 }
 
+/* A virtual clock may start before 0: sleeps and timed scopes computed from
+ * a negative now must neither overflow nor wrap (now + delay saturates). */
+struct negative_ctx {
+  braid_time_t after_zero_sleep, after_sleep, deadline_neg, deadline_pos, now_pos;
+  int rc_zero, rc_sleep, caught;
+};
+
+static int negative_start_root(braid_task *self, void *arg) {
+  struct negative_ctx *c = arg;
+  c->rc_zero = braid_sleep(self, 0);
+  c->after_zero_sleep = braid_now(self);
+  c->rc_sleep = braid_sleep(self, 5 * BRAID_SEC);
+  c->after_sleep = braid_now(self);
+  braid_scope *s;
+  if (braid_move_on_after(self, INT64_MIN + 1, &s) != 0) return 1;
+  c->deadline_neg = braid_scope_deadline(s);
+  int rc = braid_sleep(self, BRAID_SEC);
+  c->caught = braid_scope_exit(s, rc) == 0 && braid_scope_cancelled_caught(s);
+  braid_scope_unref(s);
+  c->now_pos = braid_now(self);
+  if (braid_move_on_after(self, BRAID_NEVER - 1, &s) != 0) return 1;
+  c->deadline_pos = braid_scope_deadline(s);
+  braid_scope_exit(s, 0);
+  braid_scope_unref(s);
+  return 0;
+}
+
+static void test_virtual_clock_before_zero_saturates_sleeps_and_deadlines(void **state) {
+  (void)state;
+  struct negative_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(negative_start_root, &c, -10 * BRAID_SEC), 0);
+  assert_int_equal(c.rc_zero, 0);
+  assert_int_equal(c.after_zero_sleep, -10 * BRAID_SEC);
+  assert_int_equal(c.rc_sleep, 0);
+  assert_int_equal(c.after_sleep, -5 * BRAID_SEC);
+  assert_int_equal(c.deadline_neg, INT64_MIN + 1); /* saturated, not wrapped to the far future */
+  assert_int_equal(c.caught, 1);
+  assert_true(c.now_pos < 0); /* a huge delay from a negative now fits: no saturation */
+  assert_int_equal(c.deadline_pos, c.now_pos + (BRAID_NEVER - 1));
+}
+
 struct still_ctx {
   braid_time_t t0;
   int sleeper_done;
@@ -703,6 +745,7 @@ int main(void) {
       BT(test_tasks_of_a_run_share_its_loop_and_keep_user_data),
       BT(test_virtual_clock_starts_at_start_time_and_jumps_over_sleeps),
       BT(test_virtual_clock_stands_still_while_any_task_can_run),
+      BT(test_virtual_clock_before_zero_saturates_sleeps_and_deadlines),
       BT(test_real_clock_short_sleep_takes_real_time),
       BT(test_now_without_task_is_the_real_monotonic_clock),
       BT(test_loop_now_from_another_thread_is_the_real_clock),
