@@ -11,7 +11,7 @@ PKGCFG  := PKG_CONFIG_PATH=$(PREFIX)/lib/pkgconfig:$(PREFIX)/lib/$(shell gcc -du
 PY      := $(CURDIR)/.venv/bin/python
 
 .PHONY: demo test setup build install python bench format clean \
-        test-python test-release test-asan test-tsan test-ucontext test-examples test-abi test-aarch64
+        test-python test-python-asan test-release test-asan test-tsan test-ucontext test-examples test-abi test-aarch64
 
 setup:
 	@scripts/setup
@@ -50,7 +50,8 @@ demo: python
 # under qemu.
 test: setup
 	rm -rf $(BUILD)
-	$(MAKE) --no-print-directory test-release test-examples test-abi test-python test-ucontext test-aarch64 test-asan test-tsan
+	$(MAKE) --no-print-directory test-release test-examples test-abi test-python test-ucontext test-aarch64 test-asan \
+	    test-python-asan test-tsan
 	@echo "make test: all suites passed"
 
 # Sanitizers stop at the first report. libuv is not instrumented: see
@@ -92,6 +93,15 @@ test-python: test-release
 	$(PY) -m mypy --strict --no-incremental bindings/python/braid examples/python/demo.py
 	$(PY) tests/conformance/compare.py --testee "$(PY) tests/conformance/python/testee.py" \
 	    --scenarios tests/conformance/scenarios --known-failures tests/conformance/python/known-failures.txt
+
+# The pytest suite again, with the installed extension loading the
+# AddressSanitizer + UBSan build of libbraid (LD_LIBRARY_PATH wins over its
+# RUNPATH): the core's memory and arithmetic checked under Python's use.
+test-python-asan: test-asan
+	cd bindings/python/tests && LD_PRELOAD=$$(gcc -print-file-name=libasan.so) \
+	    LD_LIBRARY_PATH=$(CURDIR)/$(BUILD)/asan PYTHONMALLOC=malloc \
+	    ASAN_OPTIONS=detect_leaks=0:halt_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	    $(PY) -m pytest -q -p no:cacheprovider -c ../pyproject.toml --rootdir=.. .
 
 # the aarch64 context switch, cross-built and run under qemu-user
 test-aarch64:
