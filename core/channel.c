@@ -26,13 +26,18 @@ typedef struct braid__channel {
   braid__link senders, receivers;
   size_t nsenders_waiting, nreceivers_waiting;
   size_t open_tx, open_rx;
+  size_t ends; /* end handles not yet freed, open or closed */
 } braid__channel;
 
+/* An end keeps its channel until it is freed (its statistics stay readable
+ * once it is closed); the channel goes with its last end. */
 struct braid_sender {
   braid__channel *ch;
+  bool closed;
 };
 struct braid_receiver {
   braid__channel *ch;
+  bool closed;
 };
 
 #define WF_SENDER 0x04 /* waiter flag: in the senders' queue */
@@ -73,8 +78,11 @@ int braid_channel_new(size_t buffer, void (*dtor)(void *), braid_sender **tx, br
   braid__list_init(&c->senders);
   braid__list_init(&c->receivers);
   c->open_tx = c->open_rx = 1;
+  c->ends = 2;
   s->ch = c;
+  s->closed = false;
   r->ch = c;
+  r->closed = false;
   *tx = s;
   *rx = r;
   return 0;
@@ -212,37 +220,37 @@ static inline __attribute__((always_inline)) int ch_op(braid__channel *c, int se
 
 int braid_channel_send(braid_task *task, braid_sender *tx, void *item) {
   if (!tx) return BRAID_EINVAL;
-  if (!tx->ch) return BRAID_ECLOSED;
+  if (tx->closed) return BRAID_ECLOSED;
   return ch_op(tx->ch, 1, item, OP_WAIT, task, NULL, NULL, NULL);
 }
 
 int braid_channel_send_nowait(braid_sender *tx, void *item) {
   if (!tx) return BRAID_EINVAL;
-  if (!tx->ch) return BRAID_ECLOSED;
+  if (tx->closed) return BRAID_ECLOSED;
   return ch_op(tx->ch, 1, item, OP_NOWAIT, NULL, NULL, NULL, NULL);
 }
 
 int braid_channel_send_cb(braid_sender *tx, void *item, braid_wait_cb cb, void *ud, braid_wait **out) {
   if (!tx || !cb || !out) return BRAID_EINVAL;
-  if (!tx->ch) return BRAID_ECLOSED;
+  if (tx->closed) return BRAID_ECLOSED;
   return ch_op(tx->ch, 1, item, OP_CB, NULL, cb, ud, out);
 }
 
 int braid_channel_receive(braid_task *task, braid_receiver *rx, void **item) {
   if (!rx || !item) return BRAID_EINVAL;
-  if (!rx->ch) return BRAID_ECLOSED;
+  if (rx->closed) return BRAID_ECLOSED;
   return ch_op(rx->ch, 0, item, OP_WAIT, task, NULL, NULL, NULL);
 }
 
 int braid_channel_receive_nowait(braid_receiver *rx, void **item) {
   if (!rx || !item) return BRAID_EINVAL;
-  if (!rx->ch) return BRAID_ECLOSED;
+  if (rx->closed) return BRAID_ECLOSED;
   return ch_op(rx->ch, 0, item, OP_NOWAIT, NULL, NULL, NULL, NULL);
 }
 
 int braid_channel_receive_cb(braid_receiver *rx, void **item, braid_wait_cb cb, void *ud, braid_wait **out) {
   if (!rx || !item || !cb || !out) return BRAID_EINVAL;
-  if (!rx->ch) return BRAID_ECLOSED;
+  if (rx->closed) return BRAID_ECLOSED;
   return ch_op(rx->ch, 0, item, OP_CB, NULL, cb, ud, out);
 }
 
@@ -251,12 +259,14 @@ int braid_channel_receive_cb(braid_receiver *rx, void **item, braid_wait_cb cb, 
 int braid_sender_clone(braid_sender *tx, braid_sender **out) {
   if (!tx || !out) return BRAID_EINVAL;
   braid__channel *c = tx->ch;
-  if (!c) return BRAID_ECLOSED;
+  if (tx->closed) return BRAID_ECLOSED;
   braid_sender *s = braid__alloc(sizeof *s);
   if (!s) return BRAID_ENOMEM;
   s->ch = c;
+  s->closed = false;
   braid__spin_lock(&c->base.lock);
   c->open_tx++;
+  c->ends++;
   braid__spin_unlock(&c->base.lock);
   *out = s;
   return 0;
@@ -265,12 +275,14 @@ int braid_sender_clone(braid_sender *tx, braid_sender **out) {
 int braid_receiver_clone(braid_receiver *rx, braid_receiver **out) {
   if (!rx || !out) return BRAID_EINVAL;
   braid__channel *c = rx->ch;
-  if (!c) return BRAID_ECLOSED;
+  if (rx->closed) return BRAID_ECLOSED;
   braid_receiver *r = braid__alloc(sizeof *r);
   if (!r) return BRAID_ENOMEM;
   r->ch = c;
+  r->closed = false;
   braid__spin_lock(&c->base.lock);
   c->open_rx++;
+  c->ends++;
   braid__spin_unlock(&c->base.lock);
   *out = r;
   return 0;
@@ -279,8 +291,8 @@ int braid_receiver_clone(braid_receiver *rx, braid_receiver **out) {
 int braid_sender_close(braid_sender *tx) {
   if (!tx) return BRAID_EINVAL;
   braid__channel *c = tx->ch;
-  if (!c) return 0; /* already closed */
-  tx->ch = NULL;
+  if (tx->closed) return 0; /* already closed */
+  tx->closed = true;
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
@@ -290,18 +302,16 @@ int braid_sender_close(braid_sender *tx) {
       c->nreceivers_waiting--;
       braid__complete(&wl, BRAID__CONTAINER(c->receivers.next, braid__waiter, link), BRAID_EEOF);
     }
-  bool gone = last && !c->open_rx;
   braid__spin_unlock(&c->base.lock);
   braid__wake_list(&wl);
-  if (gone) channel_free(c);
   return 0;
 }
 
 int braid_receiver_close(braid_receiver *rx) {
   if (!rx) return BRAID_EINVAL;
   braid__channel *c = rx->ch;
-  if (!c) return 0; /* already closed */
-  rx->ch = NULL;
+  if (rx->closed) return 0; /* already closed */
+  rx->closed = true;
   braid__link wl;
   braid__list_init(&wl);
   braid__spin_lock(&c->base.lock);
@@ -318,18 +328,26 @@ int braid_receiver_close(braid_receiver *rx) {
     c->ring = NULL;
     c->cap_ring = c->head = c->len = 0;
   }
-  bool gone = last && !c->open_tx;
   void (*dtor)(void *) = c->dtor;
   braid__spin_unlock(&c->base.lock);
   braid__wake_list(&wl);
   if (ring) destroy_ring(ring, cap, head, len, dtor);
-  if (gone) channel_free(c);
   return 0;
+}
+
+/* An end handle goes: the channel goes with the last one (every end is
+ * closed by then, so its buffer was already emptied). */
+static void channel_drop_end(braid__channel *c) {
+  braid__spin_lock(&c->base.lock);
+  bool gone = --c->ends == 0;
+  braid__spin_unlock(&c->base.lock);
+  if (gone) channel_free(c);
 }
 
 int braid_sender_free(braid_sender *tx) {
   if (!tx) return BRAID_EINVAL;
   braid_sender_close(tx);
+  channel_drop_end(tx->ch);
   braid__free(tx);
   return 0;
 }
@@ -337,6 +355,7 @@ int braid_sender_free(braid_sender *tx) {
 int braid_receiver_free(braid_receiver *rx) {
   if (!rx) return BRAID_EINVAL;
   braid_receiver_close(rx);
+  channel_drop_end(rx->ch);
   braid__free(rx);
   return 0;
 }
@@ -356,10 +375,10 @@ static int stats(braid__channel *c, braid_channel_stats *out) {
 
 int braid_sender_statistics(braid_sender *tx, braid_channel_stats *out) {
   if (!tx) return BRAID_EINVAL;
-  return tx->ch ? stats(tx->ch, out) : BRAID_ECLOSED;
+  return stats(tx->ch, out);
 }
 
 int braid_receiver_statistics(braid_receiver *rx, braid_channel_stats *out) {
   if (!rx) return BRAID_EINVAL;
-  return rx->ch ? stats(rx->ch, out) : BRAID_ECLOSED;
+  return stats(rx->ch, out);
 }

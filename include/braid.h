@@ -906,7 +906,8 @@ BRAID_API int braid_receiver_clone(braid_receiver *rx, braid_receiver **out);
  * When the last sender closes, receivers get BRAID_EEOF once the buffer is
  * empty; when the last receiver closes, waiting and later senders get
  * BRAID_EBROKEN and buffered items are destroyed with `dtor`. Operations on
- * a closed end return BRAID_ECLOSED; the handle stays valid until freed.
+ * a closed end return BRAID_ECLOSED (its statistics still answer); the
+ * handle stays valid until freed, and the channel until its last end is.
  * Returns 0 or BRAID_EINVAL. A handle is used by one thread at a time
  * (clone it for another).
  */
@@ -954,7 +955,8 @@ typedef struct braid_channel_stats {
   size_t waiting_send, waiting_receive;
 } braid_channel_stats;
 /** braid_sender_statistics / braid_receiver_statistics — fill *out (set
- *  out->size). 0, BRAID_EINVAL, BRAID_ECLOSED. */
+ *  out->size) with the channel's statistics; a closed end still answers.
+ *  0 or BRAID_EINVAL. */
 BRAID_API int braid_sender_statistics(braid_sender *tx, braid_channel_stats *out);
 BRAID_API int braid_receiver_statistics(braid_receiver *rx, braid_channel_stats *out);
 

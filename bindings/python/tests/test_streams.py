@@ -639,3 +639,15 @@ def test_plain_threads_producer_and_consumer_without_a_loop():
         assert not t.is_alive()
     assert sorted(got) == list(range(100)) + list(range(1000, 1100))
     assert [x for x in got if x < 1000] == list(range(100))
+
+
+async def test_statistics_still_answer_on_a_closed_end():
+    # as AnyIO: a closed end reports the stream's statistics
+    send, receive = create_memory_object_stream(3)
+    send.send_nowait(1)
+    send.close()
+    st = send.statistics()
+    assert (st.current_buffer_used, st.open_send_streams, st.open_receive_streams) == (1, 0, 1)
+    receive.close()
+    st = receive.statistics()
+    assert (st.current_buffer_used, st.open_send_streams, st.open_receive_streams) == (0, 0, 0)
