@@ -238,6 +238,7 @@ class TaskStatus(Generic[T_co]):
     __slots__ = ()
 
     def started(self, value: Any = None) -> None:
+        """Tell the task that called ``TaskGroup.start()`` that this task is ready, handing it ``value``."""
         _braid.task_started(value)
 
 
@@ -249,6 +250,7 @@ class _IgnoredTaskStatus(TaskStatus[Any]):
 
 
 TASK_STATUS_IGNORED: TaskStatus[Any] = _IgnoredTaskStatus()
+"""The default ``task_status`` of a function that may be started with ``start_soon`` or ``start``."""
 
 
 def _rc_of(exc: BaseException | None) -> int:

@@ -19,6 +19,8 @@ ClosedResourceError = _braid.ClosedResourceError
 
 @dataclass(frozen=True)
 class MemoryObjectStreamStatistics:
+    """Items buffered, the buffer's size, open ends of each kind, and tasks waiting to send or receive."""
+
     current_buffer_used: int
     max_buffer_size: float
     open_send_streams: int
@@ -47,6 +49,7 @@ class MemoryObjectSendStream(Generic[T_contra]):
         self._closed = False
 
     def send(self, item: T_contra) -> Awaitable[None]:
+        """Send ``item``, waiting for buffer space or, without a buffer, for a receiver (a checkpoint)."""
         return _braid.channel_send(self._h, item)
 
     def send_nowait(self, item: T_contra) -> None:
@@ -64,13 +67,16 @@ class MemoryObjectSendStream(Generic[T_contra]):
         return MemoryObjectSendStream(_braid.braid_sender_clone(self._h))
 
     def close(self) -> None:
+        """Close this end: once every send end is closed, receivers get ``EndOfStream``; idempotent."""
         self._closed = True
         _braid.braid_sender_close(self._h)
 
     async def aclose(self) -> None:
+        """Close this end (async form of :meth:`close`)."""
         self.close()
 
     def statistics(self) -> MemoryObjectStreamStatistics:
+        """The stream's statistics (also on a closed end)."""
         return _stats(_braid.braid_sender_statistics(self._h))
 
     def __enter__(self) -> MemoryObjectSendStream[T_contra]:
@@ -104,6 +110,7 @@ class MemoryObjectReceiveStream(Generic[T_co]):
         return _braid.channel_receive(self._h)
 
     def receive_nowait(self) -> T_co:
+        """Receive without waiting; raise ``WouldBlock`` if nothing is buffered or waiting to be sent."""
         return cast(T_co, _braid.channel_receive_nowait(self._h))
 
     def receive_blocking(self) -> T_co:
@@ -111,18 +118,22 @@ class MemoryObjectReceiveStream(Generic[T_co]):
         return cast(T_co, _braid.thread_wait(_braid.K_RECEIVE, self._h))
 
     def clone(self) -> MemoryObjectReceiveStream[T_co]:
+        """Another receive end of the same stream (a stream is broken once every receive end is closed)."""
         if self._closed:
             raise ClosedResourceError
         return MemoryObjectReceiveStream(_braid.braid_receiver_clone(self._h))
 
     def close(self) -> None:
+        """Close this end: its operations raise ``ClosedResourceError``; idempotent."""
         self._closed = True
         _braid.braid_receiver_close(self._h)
 
     async def aclose(self) -> None:
+        """Close this end (async form of :meth:`close`)."""
         self.close()
 
     def statistics(self) -> MemoryObjectStreamStatistics:
+        """The stream's statistics (also on a closed end)."""
         return _stats(_braid.braid_receiver_statistics(self._h))
 
     def __aiter__(self) -> MemoryObjectReceiveStream[T_co]:

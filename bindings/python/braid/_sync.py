@@ -42,22 +42,30 @@ class LockStatistics:
 
 @dataclass(frozen=True)
 class SemaphoreStatistics:
+    """``tasks_waiting``: tasks and threads waiting for a unit."""
+
     tasks_waiting: int
 
 
 @dataclass(frozen=True)
 class EventStatistics:
+    """``tasks_waiting``: tasks and threads waiting for the event."""
+
     tasks_waiting: int
 
 
 @dataclass(frozen=True)
 class ConditionStatistics:
+    """``tasks_waiting`` for a notification; ``lock_statistics`` of the underlying lock."""
+
     tasks_waiting: int
     lock_statistics: LockStatistics
 
 
 @dataclass(frozen=True)
 class CapacityLimiterStatistics:
+    """Tokens borrowed and in all, the borrowers (tasks as ``TaskInfo``, others as given), waiters."""
+
     borrowed_tokens: int
     total_tokens: float
     borrowers: tuple[object, ...]
@@ -102,9 +110,11 @@ class Lock:
         _braid.lock_release(self._h)
 
     def locked(self) -> bool:
+        """True if some task or thread holds the lock."""
         return bool(_braid.braid_lock_statistics(self._h)["locked"])
 
     def statistics(self) -> LockStatistics:
+        """Whether it is held, by which task, and how many wait."""
         return _lock_stats(_braid.braid_lock_statistics(self._h))
 
     def acquire_blocking(self) -> None:
@@ -162,18 +172,22 @@ class Semaphore:
         return _braid.semaphore_acquire(self._h)
 
     def acquire_nowait(self) -> None:
+        """Decrement the value without waiting; raise ``WouldBlock`` if it is 0."""
         _braid.braid_semaphore_acquire_nowait(self._h)
 
     def acquire_blocking(self) -> None:
+        """From a plain thread: decrement the value, blocking the thread while it is 0."""
         _braid.thread_wait(_braid.K_SEMAPHORE, self._h)
 
     def release(self) -> None:
+        """Increment the value (or hand the unit to the first waiter)."""
         try:
             _braid.braid_semaphore_release(self._h)
         except ValueError:
             raise ValueError("semaphore released too many times") from None
 
     def statistics(self) -> SemaphoreStatistics:
+        """How many wait."""
         return SemaphoreStatistics(_braid.braid_semaphore_statistics(self._h)["waiting"])
 
     async def __aenter__(self) -> Semaphore:
@@ -204,9 +218,11 @@ class Event:
         return self._h
 
     def set(self) -> None:
+        """Set the event: wake every waiter, now and later. Thread-safe."""
         _braid.braid_event_set(self._h)
 
     def is_set(self) -> bool:
+        """True once the event is set."""
         return bool(_braid.braid_event_is_set(self._h))
 
     def wait(self) -> Awaitable[None]:
@@ -214,9 +230,11 @@ class Event:
         return _braid.event_wait(self._h)
 
     def wait_blocking(self) -> None:
+        """From a plain thread: block until the event is set."""
         _braid.thread_wait(_braid.K_EVENT, self._h)
 
     def statistics(self) -> EventStatistics:
+        """How many wait for the event."""
         return EventStatistics(_braid.braid_event_statistics(self._h)["waiting"])
 
 
@@ -234,15 +252,19 @@ class Condition:
         return self._h
 
     def acquire(self) -> Awaitable[None]:
+        """Acquire the underlying lock (a checkpoint)."""
         return self._lock.acquire()
 
     def acquire_nowait(self) -> None:
+        """Acquire the underlying lock without waiting; raise ``WouldBlock`` if it is taken."""
         self._lock.acquire_nowait()
 
     def release(self) -> None:
+        """Release the underlying lock."""
         self._lock.release()
 
     def locked(self) -> bool:
+        """True if the underlying lock is held."""
         return self._lock.locked()
 
     def notify(self, n: int = 1) -> None:
@@ -252,6 +274,7 @@ class Condition:
         _braid.condition_notify(self._h, n)
 
     def notify_all(self) -> None:
+        """Wake every waiter (the caller must hold the lock)."""
         _braid.condition_notify(self._h, -1)
 
     def wait(self) -> Awaitable[None]:
@@ -259,12 +282,15 @@ class Condition:
         return _braid.condition_wait(self._h)
 
     def acquire_blocking(self) -> None:
+        """From a plain thread: acquire the underlying lock, blocking the thread."""
         self._lock.acquire_blocking()
 
     def wait_blocking(self) -> None:
+        """From a plain thread holding the lock: release it, wait for a notification, re-acquire it."""
         _braid.thread_wait(_braid.K_CONDITION, self._h)
 
     def statistics(self) -> ConditionStatistics:
+        """How many wait for a notification, and the lock's statistics."""
         d = _braid.braid_condition_statistics(self._h)
         return ConditionStatistics(d["waiting"], _lock_stats(d["lock"]))
 
@@ -349,6 +375,7 @@ class CapacityLimiter:
         return _braid.limiter_acquire(self._h, 0)
 
     def acquire_nowait(self) -> None:
+        """Borrow a token for the current task without waiting; raise ``WouldBlock`` if none is free."""
         _braid.limiter_acquire_nowait(self._h, 0)
 
     def _forget(self, borrower: object, token: int) -> None:
@@ -357,6 +384,7 @@ class CapacityLimiter:
             self._borrowers.pop(borrower, None)
 
     async def acquire_on_behalf_of(self, borrower: object) -> None:
+        """Borrow a token for ``borrower`` (any hashable object), waiting if none is free."""
         token = self._token(borrower)
         try:
             await _braid.limiter_acquire(self._h, token)
@@ -365,6 +393,7 @@ class CapacityLimiter:
             raise
 
     def acquire_on_behalf_of_nowait(self, borrower: object) -> None:
+        """Borrow a token for ``borrower`` without waiting; raise ``WouldBlock`` if none is free."""
         token = self._token(borrower)
         try:
             _braid.limiter_acquire_nowait(self._h, token)
@@ -373,12 +402,15 @@ class CapacityLimiter:
             raise
 
     def acquire_blocking(self) -> None:
+        """From a plain thread: borrow a token for this thread, blocking it until one is free."""
         _braid.thread_wait(_braid.K_LIMITER, self._h, 0)
 
     def release(self) -> None:
+        """Give back the current task's (or thread's) token."""
         _braid.limiter_release(self._h, 0)
 
     def release_on_behalf_of(self, borrower: object) -> None:
+        """Give back ``borrower``'s token."""
         token = self._borrowers.get(borrower)
         if token is None:
             raise RuntimeError("this borrower isn't holding any of this CapacityLimiter's tokens")
@@ -386,6 +418,7 @@ class CapacityLimiter:
         del self._borrowers[borrower]
 
     def statistics(self) -> CapacityLimiterStatistics:
+        """Borrowed and total tokens, the borrowers, and how many wait."""
         d = _braid.braid_limiter_statistics(self._h)
         by_token = {tok: obj for obj, tok in self._borrowers.items()}
         borrowers: list[object] = []
