@@ -29,14 +29,6 @@
 #include "harness.h"
 #include "../../core/ctx.h"
 
-static braid_run_opts vopts(void) {
-  braid_run_opts o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  o.clock = BRAID_CLOCK_VIRTUAL;
-  return o;
-}
-
 /* ---- raw_switch ---- */
 static braid__fiber f_main, f_other;
 static long raw_left;
@@ -83,8 +75,7 @@ static int sw_root(braid_task *self, void *arg) {
 }
 static double rep_task_switch(long n) {
   sw_n = n;
-  braid_run_opts o = vopts();
-  braid_run(sw_root, NULL, &o);
+  bench_run(sw_root, NULL, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / (2.0 * n);
 }
 
@@ -113,8 +104,7 @@ static int sws_root(braid_task *self, void *arg) {
 }
 static double rep_task_switch_stepped(long n) {
   sw_n = n;
-  braid_run_opts o = vopts();
-  braid_run(sws_root, NULL, &o);
+  bench_run(sws_root, NULL, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / (2.0 * n);
 }
 
@@ -128,8 +118,7 @@ static int cp_root(braid_task *self, void *arg) {
   return 0;
 }
 static double rep_checkpoint(long n) {
-  braid_run_opts o = vopts();
-  braid_run(cp_root, &n, &o);
+  bench_run(cp_root, &n, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / n;
 }
 
@@ -158,8 +147,7 @@ static int sj_root(braid_task *self, void *arg) {
   return 0;
 }
 static double rep_spawn_join(long n) {
-  braid_run_opts o = vopts();
-  braid_run(sj_root, &n, &o);
+  bench_run(sj_root, &n, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / n;
 }
 
@@ -183,8 +171,7 @@ static int sjb_root(braid_task *self, void *arg) {
 }
 static double rep_spawn_join_batch(long n) {
   n = (n + 9999) / 10000 * 10000;
-  braid_run_opts o = vopts();
-  braid_run(sjb_root, &n, &o);
+  bench_run(sjb_root, &n, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / n;
 }
 
@@ -215,14 +202,11 @@ static int scope_dl_root(braid_task *self, void *arg) {
   return 0;
 }
 static double rep_scope(long n) {
-  braid_run_opts o = vopts();
-  braid_run(scope_root, &n, &o);
+  bench_run(scope_root, &n, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / n;
 }
 static double rep_scope_dl(long n) {
-  braid_run_opts o = vopts();
-  o.clock = BRAID_CLOCK_REAL; /* the deadline check reads the clock */
-  braid_run(scope_dl_root, &n, &o);
+  bench_run(scope_dl_root, &n, BRAID_CLOCK_REAL); /* the deadline check reads the clock */
   return (sw_t1 - sw_t0) / n;
 }
 
@@ -256,9 +240,7 @@ static int cancel_root(braid_task *self, void *arg) {
 }
 static double rep_cancel(long n, long stepped) {
   long args[2] = {n, stepped};
-  braid_run_opts o = vopts();
-  int rc = braid_run(cancel_root, args, &o);
-  if (rc) fprintf(stderr, "cancel bench: %s\n", braid_errname(rc));
+  bench_run(cancel_root, args, BRAID_CLOCK_VIRTUAL);
   return (sw_t1 - sw_t0) / 1e6;
 }
 static double rep_cancel_100k(long n) {
@@ -301,8 +283,7 @@ static int mem_root(braid_task *self, void *arg) {
 }
 static double rep_mem(long n, long stepped) {
   long args[2] = {n, stepped};
-  braid_run_opts o = vopts();
-  braid_run(mem_root, args, &o);
+  bench_run(mem_root, args, BRAID_CLOCK_VIRTUAL);
   return mem_result;
 }
 static double rep_mem_stackful(long n) {

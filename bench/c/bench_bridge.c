@@ -52,11 +52,7 @@ static int to_thread_root(braid_task *self, void *arg) {
   return 0;
 }
 static double rep_to_thread(long n) {
-  braid_run_opts o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  o.clock = BRAID_CLOCK_REAL;
-  BENCH_CHECK(braid_run(to_thread_root, &n, &o));
+  bench_run(to_thread_root, &n, BRAID_CLOCK_REAL);
   return (t1 - t0) / n;
 }
 
@@ -80,10 +76,7 @@ static int host_root(braid_task *self, void *arg) {
 }
 static void *host_main(void *arg) {
   host *h = arg;
-  braid_run_opts o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  o.clock = BRAID_CLOCK_REAL;
+  braid_run_opts o = bench_run_opts(BRAID_CLOCK_REAL);
   h->rc = braid_run(host_root, h, &o);
   return NULL;
 }

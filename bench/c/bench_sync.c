@@ -32,20 +32,6 @@
 #include "braid.h"
 #include "harness.h"
 
-static braid_run_opts run_opts(int clock) {
-  braid_run_opts o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  o.clock = clock;
-  return o;
-}
-
-/* Run fn as the root of a new loop and stop on any failure. */
-static void run(braid_fn fn, void *arg, int clock) {
-  braid_run_opts o = run_opts(clock);
-  BENCH_CHECK(braid_run(fn, arg, &o));
-}
-
 static double t0, t1;
 
 /* ---- lock_uncontended_task / _thread ---- */
@@ -67,7 +53,7 @@ static int lock_task_root(braid_task *self, void *arg) {
   return 0;
 }
 static double rep_lock_task(long n) {
-  run(lock_task_root, &n, BRAID_CLOCK_VIRTUAL);
+  bench_run(lock_task_root, &n, BRAID_CLOCK_VIRTUAL);
   return (t1 - t0) / n;
 }
 static double rep_lock_thread(long n) {
@@ -116,7 +102,7 @@ static int pingpong_root(braid_task *self, void *arg) {
 static double rep_lock_pingpong(long n) {
   pingpong pp = {NULL, n, -1, 0};
   BENCH_CHECK(braid_lock_new(&pp.lock));
-  run(pingpong_root, &pp, BRAID_CLOCK_VIRTUAL);
+  bench_run(pingpong_root, &pp, BRAID_CLOCK_VIRTUAL);
   BENCH_CHECK(braid_lock_free(pp.lock));
   if (pp.handoffs < 2 * n - 1)
     fprintf(stderr, "bench_sync: lock_pingpong: only %ld of %ld acquisitions were hand-offs\n", pp.handoffs, 2 * n);
@@ -156,7 +142,7 @@ static double rep_handoff(long n) {
     exit(1);
   }
   /* real clock: the loop sleeps in the poller while the thread has the token */
-  run(handoff_root, &h, BRAID_CLOCK_REAL);
+  bench_run(handoff_root, &h, BRAID_CLOCK_REAL);
   pthread_join(th, NULL);
   BENCH_CHECK(braid_semaphore_free(h.to_thread));
   BENCH_CHECK(braid_semaphore_free(h.to_task));
@@ -203,7 +189,7 @@ static int chan_root(braid_task *self, void *arg) {
 static double rep_channel(long n, size_t buffer) {
   chan_bench c = {NULL, NULL, n, 0};
   BENCH_CHECK(braid_channel_new(buffer, NULL, &c.tx, &c.rx));
-  run(chan_root, &c, BRAID_CLOCK_VIRTUAL);
+  bench_run(chan_root, &c, BRAID_CLOCK_VIRTUAL);
   if (c.received != n) {
     fprintf(stderr, "bench_sync: channel: %ld of %ld items received\n", c.received, n);
     exit(1);

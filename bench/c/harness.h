@@ -1,5 +1,7 @@
 /*
- * harness.h — the measuring loop shared by the braid C benchmarks.
+ * harness.h — the measuring loop shared by the C benchmarks: braid's, and
+ * the pthread peer's (which defines BENCH_IMPL "pthread" before including
+ * it and gets no braid parts).
  *
  * bench() runs one warm-up repetition and RUNS timed ones of a rep_fn (which
  * returns the per-operation value of one repetition) and reports the median:
@@ -14,7 +16,11 @@
 #include <string.h>
 #include <time.h>
 
+#ifndef BENCH_IMPL
+#define BENCH_IMPL "braid"
+#define BENCH_BRAID 1
 #include "braid.h"
+#endif
 
 #define RUNS 5
 
@@ -35,8 +41,8 @@ static void report(const char *bench, const char *unit, double *v, int runs) {
   qsort(v, runs, sizeof *v, cmp_double);
   double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
   if (json)
-    printf("{\"bench\": \"%s\", \"impl\": \"braid\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench, unit,
-           med, runs);
+    printf("{\"bench\": \"%s\", \"impl\": \"" BENCH_IMPL "\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n",
+           bench, unit, med, runs);
   else
     printf("%-30s %14.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
   fflush(stdout);
@@ -66,8 +72,14 @@ static void bench_args(int argc, char **argv, const char *title) {
       exit(2);
     }
   }
+#ifdef BENCH_BRAID
   if (!json) printf("braid %s %s (median of %d runs)\n", braid_version_string(), title, RUNS);
+#else
+  if (!json) printf("%s %s (median of %d runs)\n", BENCH_IMPL, title, RUNS);
+#endif
 }
+
+#ifdef BENCH_BRAID
 
 /* A failed call makes the numbers meaningless: stop. */
 #define BENCH_CHECK(call)                                                                                              \
@@ -78,5 +90,20 @@ static void bench_args(int argc, char **argv, const char *title) {
       exit(1);                                                                                                         \
     }                                                                                                                  \
   } while (0)
+
+static braid_run_opts bench_run_opts(int clock) {
+  braid_run_opts o;
+  memset(&o, 0, sizeof o);
+  o.size = sizeof o;
+  o.clock = clock;
+  return o;
+}
+
+/* Run fn as the root of a new loop on `clock`; stop on any failure. */
+static void bench_run(braid_fn fn, void *arg, int clock) {
+  braid_run_opts o = bench_run_opts(clock);
+  BENCH_CHECK(braid_run(fn, arg, &o));
+}
+#endif /* BENCH_BRAID */
 
 #endif

@@ -23,45 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-#define RUNS 5
-
-static int json, quick;
-
-static double now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1e9 + ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
-}
-
-static void report(const char *bench, const char *unit, double *v, int runs) {
-  qsort(v, runs, sizeof *v, cmp_double);
-  double med = runs % 2 ? v[runs / 2] : (v[runs / 2 - 1] + v[runs / 2]) / 2;
-  if (json)
-    printf("{\"bench\": \"%s\", \"impl\": \"pthread\", \"unit\": \"%s\", \"median\": %.2f, \"runs\": %d}\n", bench,
-           unit, med, runs);
-  else
-    printf("%-24s %12.2f %s  (min %.2f, max %.2f, %d runs)\n", bench, med, unit, v[0], v[runs - 1], runs);
-  fflush(stdout);
-}
-
-typedef double (*rep_fn)(long n); /* returns the per-op value of one repetition */
-
-static void bench(const char *name, const char *unit, rep_fn fn, long n) {
-  if (quick) n /= 10;
-  if (n < 1) n = 1;
-  double v[RUNS];
-  fn(n); /* warm-up */
-  for (int i = 0; i < RUNS; i++)
-    v[i] = fn(n);
-  report(name, unit, v, RUNS);
-}
+#define BENCH_IMPL "pthread"
+#include "harness.h" /* bench/c/harness.h: the same measuring loop as braid's benches */
 
 static void check(int rc, const char *what) {
   if (rc) {
@@ -143,17 +107,7 @@ static double rep_pingpong(long n) {
 }
 
 int main(int argc, char **argv) {
-  for (int i = 1; i < argc; i++) {
-    if (!strcmp(argv[i], "--json"))
-      json = 1;
-    else if (!strcmp(argv[i], "--quick"))
-      quick = 1;
-    else {
-      fprintf(stderr, "usage: %s [--json] [--quick]\n", argv[0]);
-      return 2;
-    }
-  }
-  if (!json) printf("pthread peer benchmarks (median of %d runs)\n", RUNS);
+  bench_args(argc, argv, "peer benchmarks");
   bench("lock_uncontended_thread", "ns/op", rep_lock_uncontended, 20000000);
   bench("task_thread_handoff", "ns/op", rep_handoff, 20000);
   bench("lock_pingpong", "ns/op", rep_pingpong, 20000);
