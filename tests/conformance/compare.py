@@ -297,15 +297,19 @@ def validate_scenario(sc, stem):
     object_refs = []  # (where, op, id, on_behalf, allowed kinds)
     declare_objects(sc.get("objects", []), objects)
 
-    def walk_worker(ops, where):
-        """A to_thread body: worker ops only."""
+    def ops_of(ops, where):
+        """(position, op, kind) of each op of a body, checking its shape."""
         if not isinstance(ops, list):
             raise ScenarioError(f"{where}: a body must be a list of ops")
         for i, op in enumerate(ops):
             here = f"{where}[{i}]"
             if not isinstance(op, dict) or not isinstance(op.get("op"), str):
                 raise ScenarioError(f"{here}: an op must be an object with a string 'op'")
-            kind = op["op"]
+            yield here, op, op["op"]
+
+    def walk_worker(ops, where):
+        """A to_thread body: worker ops only."""
+        for here, op, kind in ops_of(ops, where):
             if kind not in WORKER_OP_FIELDS:
                 raise ScenarioError(f"{here}: op {kind!r} cannot run on a worker thread (in a to_thread body)")
             check_fields(op, WORKER_OP_FIELDS[kind], here)
@@ -318,13 +322,7 @@ def validate_scenario(sc, stem):
                     walk_worker(op[key], f"{here}.{key}")
 
     def walk(ops, where, task):
-        if not isinstance(ops, list):
-            raise ScenarioError(f"{where}: a body must be a list of ops")
-        for i, op in enumerate(ops):
-            here = f"{where}[{i}]"
-            if not isinstance(op, dict) or not isinstance(op.get("op"), str):
-                raise ScenarioError(f"{here}: an op must be an object with a string 'op'")
-            kind = op["op"]
+        for here, op, kind in ops_of(ops, where):
             if kind not in OP_FIELDS:
                 if kind in WORKER_OP_FIELDS:
                     raise ScenarioError(f"{here}: {kind!r} is a worker op: only in the body of a to_thread")
