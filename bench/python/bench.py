@@ -21,8 +21,8 @@ Implementations (the "impl" field), each through its own idiomatic API:
   trio     Trio's native API: nurseries, trio.sleep(0), trio.move_on_after,
            trio.Lock, trio.to_thread.run_sync
 
-braid and anyio run literally the same benchmark code (class AnyioApi), with
-the module swapped.
+braid, anyio and trio run literally the same benchmark code (class AnyioApi),
+with the module swapped (and, for trio, open_nursery for create_task_group).
 
 Benchmarks (the "bench" field):
 
@@ -264,21 +264,24 @@ class UvloopApi(AsyncioApi):
 
 
 # --------------------------------------------------------------------------
-# AnyIO's API: anyio itself (asyncio backend) and braid, which mirrors it.
+# AnyIO's API: anyio itself (asyncio backend), braid, which mirrors it, and
+# Trio, whose native API AnyIO's follows (a task group is a nursery).
 
 class AnyioApi:
-    """AnyIO 4's API, provided by `module` and started by `run`."""
+    """AnyIO 4's API, provided by `module` and started by `run`; `task_group`
+    opens a task group (default: module.create_task_group)."""
 
-    def __init__(self, name, module, run):
+    def __init__(self, name, module, run, task_group=None):
         self.name, self.m, self._run = name, module, run
+        self.task_group = task_group or module.create_task_group
 
     def run(self, fn, *args):
         return self._run(fn, *args)
 
     async def spawn_join(self, n):
-        create_task_group = self.m.create_task_group
+        task_group = self.task_group
         t0 = perf_counter_ns()
-        async with create_task_group() as tg:
+        async with task_group() as tg:
             start_soon = tg.start_soon
             for _ in range(n):
                 start_soon(noop)
@@ -302,7 +305,7 @@ class AnyioApi:
     async def lock_pingpong(self, n):
         lock, turns, sleep = self.m.Lock(), Turns(), self.m.sleep
         t0 = perf_counter_ns()
-        async with self.m.create_task_group() as tg:
+        async with self.task_group() as tg:
             tg.start_soon(player, lock, sleep, turns, 0, n // 2)
             tg.start_soon(player, lock, sleep, turns, 1, n - n // 2)
         return turns.per_handoff(perf_counter_ns() - t0, n)
@@ -325,7 +328,7 @@ class AnyioApi:
 
         gc.collect()
         before = rss_bytes()
-        async with self.m.create_task_group() as tg:
+        async with self.task_group() as tg:
             for _ in range(n):
                 tg.start_soon(sleeper)
             while started[0] < n:  # each sleeper counts itself, then blocks
@@ -333,83 +336,6 @@ class AnyioApi:
             gc.collect()
             after = rss_bytes()
             tg.cancel_scope.cancel()
-        return (after - before) / n
-
-
-# --------------------------------------------------------------------------
-# Trio's native API.
-
-class TrioApi:
-    """Trio's own API."""
-
-    name = "trio"
-
-    def __init__(self):
-        import trio
-        self.trio = trio
-
-    def run(self, fn, *args):
-        return self.trio.run(fn, *args)
-
-    async def spawn_join(self, n):
-        open_nursery = self.trio.open_nursery
-        t0 = perf_counter_ns()
-        async with open_nursery() as nursery:
-            start_soon = nursery.start_soon
-            for _ in range(n):
-                start_soon(noop)
-        return (perf_counter_ns() - t0) / n
-
-    async def checkpoint(self, n):
-        sleep = self.trio.sleep
-        t0 = perf_counter_ns()
-        for _ in range(n):
-            await sleep(0)
-        return (perf_counter_ns() - t0) / n
-
-    async def scope(self, n):
-        move_on_after = self.trio.move_on_after
-        t0 = perf_counter_ns()
-        for _ in range(n):
-            with move_on_after(LARGE_TIMEOUT):
-                pass
-        return (perf_counter_ns() - t0) / n
-
-    async def lock_pingpong(self, n):
-        trio = self.trio
-        lock, turns = trio.Lock(), Turns()
-        t0 = perf_counter_ns()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(player, lock, trio.sleep, turns, 0, n // 2)
-            nursery.start_soon(player, lock, trio.sleep, turns, 1, n - n // 2)
-        return turns.per_handoff(perf_counter_ns() - t0, n)
-
-    async def to_thread(self, n):
-        run_sync = self.trio.to_thread.run_sync
-        t0 = perf_counter_ns()
-        for _ in range(n):
-            await run_sync(noop_sync)
-        return (perf_counter_ns() - t0) / n
-
-    async def sleeping_memory(self, n):
-        """Tasks in trio.sleep_forever(); the nursery is then cancelled."""
-        trio = self.trio
-        started = [0]
-
-        async def sleeper():
-            started[0] += 1
-            await trio.sleep_forever()
-
-        gc.collect()
-        before = rss_bytes()
-        async with trio.open_nursery() as nursery:
-            for _ in range(n):
-                nursery.start_soon(sleeper)
-            while started[0] < n:  # each sleeper counts itself, then blocks
-                await trio.sleep(0)
-            gc.collect()
-            after = rss_bytes()
-            nursery.cancel_scope.cancel()
         return (after - before) / n
 
 
@@ -427,7 +353,8 @@ def make_impl(name):
         if name == "uvloop":
             return UvloopApi()
         if name == "trio":
-            return TrioApi()
+            import trio
+            return AnyioApi("trio", trio, trio.run, trio.open_nursery)
         if name == "anyio":
             import anyio
             return AnyioApi("anyio", anyio,

@@ -279,13 +279,11 @@ class TaskGroup:
     def __init__(self) -> None:
         self._h: Any = None
         self._active = False
-        self._host_id: int | None = None
 
     async def __aenter__(self) -> TaskGroup:
         if self._h is not None:
             raise RuntimeError("This task group has already been entered")
-        self._h, self.cancel_scope = _braid.group_open()
-        self._host_id = _braid.current_task().id
+        self._h, self.cancel_scope = _braid.group_open()  # the handle knows this task: its tasks' parent
         self._active = True
         return self
 
@@ -325,7 +323,7 @@ class TaskGroup:
         if not self._active:
             coro.close() if hasattr(coro, "close") else None
             raise RuntimeError("This task group is not active; no new tasks can be started.")
-        _braid.group_spawn(self._h, coro, func if name is None else str(name), self._host_id)
+        _braid.group_spawn(self._h, coro, func if name is None else str(name))
 
     async def start(self, func: Callable[..., Awaitable[Any]], *args: Any, name: object = None) -> Any:
         """Start ``func(*args, task_status=...)`` and wait until it calls
@@ -337,7 +335,7 @@ class TaskGroup:
         if not self._active:
             raise RuntimeError("This task group is not active; no new tasks can be started.")
         coro = func(*args, task_status=TaskStatus())
-        return await _braid.group_start(self._h, coro, func if name is None else str(name), self._host_id)
+        return await _braid.group_start(self._h, coro, func if name is None else str(name))
 
 
 def create_task_group() -> TaskGroup:

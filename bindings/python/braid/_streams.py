@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, Self, TypeVar, cast
 
 from . import _braid
 
@@ -14,7 +14,6 @@ T_co = TypeVar("T_co", covariant=True)
 T_contra = TypeVar("T_contra", contravariant=True)
 
 EndOfStream = _braid.EndOfStream
-ClosedResourceError = _braid.ClosedResourceError
 
 
 @dataclass(frozen=True)
@@ -37,16 +36,40 @@ def _stats(d: dict[str, int]) -> MemoryObjectStreamStatistics:
                                         d["waiting_send"], d["waiting_receive"])
 
 
-class MemoryObjectSendStream(Generic[T_contra]):
+class _StreamEnd:
+    """What both ends share: ``close()`` (the end's own) as a context manager and ``aclose()``."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Close this end (async form of :meth:`close`)."""
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class MemoryObjectSendStream(_StreamEnd, Generic[T_contra]):
     """The sending end. ``await send(item)`` waits for buffer space (or, with
     no buffer, for a receiver); raises ``BrokenResourceError`` once every
     receiving end is closed and ``ClosedResourceError`` if this end is."""
 
-    __slots__ = ("_h", "_closed", "__weakref__")
+    __slots__ = ("_h", "__weakref__")
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
-        self._closed = False
 
     def send(self, item: T_contra) -> Awaitable[None]:
         """Send ``item``, waiting for buffer space or, without a buffer, for a receiver (a checkpoint)."""
@@ -62,48 +85,28 @@ class MemoryObjectSendStream(Generic[T_contra]):
 
     def clone(self) -> MemoryObjectSendStream[T_contra]:
         """Another send end of the same stream (the stream ends when every send end is closed)."""
-        if self._closed:
-            raise ClosedResourceError
         return MemoryObjectSendStream(_braid.braid_sender_clone(self._h))
 
     def close(self) -> None:
         """Close this end: once every send end is closed, receivers get ``EndOfStream``; idempotent."""
-        self._closed = True
         _braid.braid_sender_close(self._h)
-
-    async def aclose(self) -> None:
-        """Close this end (async form of :meth:`close`)."""
-        self.close()
 
     def statistics(self) -> MemoryObjectStreamStatistics:
         """The stream's statistics (also on a closed end)."""
         return _stats(_braid.braid_sender_statistics(self._h))
 
-    def __enter__(self) -> MemoryObjectSendStream[T_contra]:
-        return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> MemoryObjectSendStream[T_contra]:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
-
-
-class MemoryObjectReceiveStream(Generic[T_co]):
+class MemoryObjectReceiveStream(_StreamEnd, Generic[T_co]):
     """The receiving end; iterate with ``async for`` until every send end is closed::
 
         async for item in receive_stream:
             print(item)
     """
 
-    __slots__ = ("_h", "_closed", "__weakref__")
+    __slots__ = ("_h", "__weakref__")
 
     def __init__(self, handle: Any) -> None:
         self._h = handle
-        self._closed = False
 
     def receive(self) -> Awaitable[T_co]:
         """Wait for the next item; raise ``EndOfStream`` once every send end is closed and the buffer is empty."""
@@ -119,18 +122,11 @@ class MemoryObjectReceiveStream(Generic[T_co]):
 
     def clone(self) -> MemoryObjectReceiveStream[T_co]:
         """Another receive end of the same stream (a stream is broken once every receive end is closed)."""
-        if self._closed:
-            raise ClosedResourceError
         return MemoryObjectReceiveStream(_braid.braid_receiver_clone(self._h))
 
     def close(self) -> None:
         """Close this end: its operations raise ``ClosedResourceError``; idempotent."""
-        self._closed = True
         _braid.braid_receiver_close(self._h)
-
-    async def aclose(self) -> None:
-        """Close this end (async form of :meth:`close`)."""
-        self.close()
 
     def statistics(self) -> MemoryObjectStreamStatistics:
         """The stream's statistics (also on a closed end)."""
@@ -144,18 +140,6 @@ class MemoryObjectReceiveStream(Generic[T_co]):
             return cast(T_co, await _braid.channel_receive(self._h))
         except EndOfStream:
             raise StopAsyncIteration from None
-
-    def __enter__(self) -> MemoryObjectReceiveStream[T_co]:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    async def __aenter__(self) -> MemoryObjectReceiveStream[T_co]:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.close()
 
 
 class create_memory_object_stream(

@@ -138,7 +138,7 @@ class Lock:
 class Semaphore:
     """A counting semaphore (``max_value`` bounds the value; releasing beyond it is a ValueError)."""
 
-    __slots__ = ("_h", "_max", "__weakref__")
+    __slots__ = ("_h", "__weakref__")
 
     def __init__(self, initial_value: int, *, max_value: int | None = None, fast_acquire: bool = False) -> None:
         if not isinstance(initial_value, int):
@@ -152,7 +152,6 @@ class Semaphore:
                 raise ValueError("max_value must be equal to or higher than initial_value")
             if max_value == 0:
                 raise ValueError("max_value must be positive")
-        self._max = max_value
         self._h = _braid.braid_semaphore_new(initial_value, max_value or 0)
 
     @property
@@ -165,7 +164,7 @@ class Semaphore:
 
     @property
     def max_value(self) -> int | None:
-        return self._max
+        return int(_braid.braid_semaphore_statistics(self._h)["max"]) or None
 
     def acquire(self) -> Awaitable[None]:
         """Decrement the value, waiting while it is 0 (a checkpoint)."""
@@ -344,10 +343,13 @@ class CapacityLimiter:
     def handle(self) -> Any:
         return self._h
 
+    @classmethod
+    def _total(cls, d: dict[str, Any]) -> float:
+        return math.inf if d["total"] >= cls._UNLIMITED else int(d["total"])
+
     @property
     def total_tokens(self) -> float:
-        t = _braid.braid_limiter_statistics(self._h)["total"]
-        return math.inf if t >= self._UNLIMITED else t
+        return self._total(_braid.braid_limiter_statistics(self._h))
 
     @total_tokens.setter
     def total_tokens(self, value: float) -> None:
@@ -360,8 +362,7 @@ class CapacityLimiter:
     @property
     def available_tokens(self) -> float:
         d = _braid.braid_limiter_statistics(self._h)
-        total: float = math.inf if d["total"] >= self._UNLIMITED else d["total"]
-        return total - int(d["borrowed"])
+        return self._total(d) - int(d["borrowed"])
 
     def _token(self, borrower: object) -> int:
         token = self._borrowers.get(borrower)
@@ -429,8 +430,7 @@ class CapacityLimiter:
                 borrowers.append(_task_info(ident) or ("task", ident))
             else:
                 borrowers.append(("thread" if kind == _braid.BRAID_OWNER_THREAD else "job", ident))
-        total = math.inf if d["total"] >= self._UNLIMITED else d["total"]
-        return CapacityLimiterStatistics(d["borrowed"], total, tuple(borrowers), d["waiting"])
+        return CapacityLimiterStatistics(d["borrowed"], self._total(d), tuple(borrowers), d["waiting"])
 
     def __aenter__(self) -> Awaitable[None]:
         return _braid.limiter_acquire(self._h, 0)

@@ -38,6 +38,12 @@ static PyObject *exc_closed;        /* braid.ClosedResourceError */
 static PyObject *exc_deadlock;      /* braid.DeadlockError (RuntimeError) */
 static PyObject *exc_busy;          /* braid.BusyResourceError (RuntimeError) */
 
+/* Messages (AnyIO's, where it has one) raised from more than one place */
+static const char msg_borrower_holds[] = "this borrower is already holding one of this CapacityLimiter's tokens";
+static const char msg_group_inactive[] = "This task group is not active; no new tasks can be started.";
+static const char msg_on_loop_thread[] = "This function cannot be called from the event loop thread";
+static const char msg_loop_gone[] = "the event loop is no longer running";
+
 static PyObject *braid_py_raise(int code) {
   PyObject *type;
   switch (code) {
@@ -114,6 +120,7 @@ typedef struct {
   int kind;
   int borrowed;   /* not ours to free */
   PyObject *keep; /* another object this one needs alive (a condition's lock) */
+  uint64_t host;  /* a group's: id of the task that opened it, its tasks' parent (AnyIO) */
 } HandleObj;
 
 static PyTypeObject HandleType;
@@ -193,6 +200,7 @@ static PyObject *braid_py_handle_new(void *p, int kind, PyObject *keep) {
   h->borrowed = 0;
   h->keep = keep;
   Py_XINCREF(keep);
+  h->host = 0;
   return (PyObject *)h;
 }
 
@@ -524,7 +532,6 @@ static int py_step(braid_task *self, void *ctx, int resume) {
 typedef struct job {
   int refs;    /* under the GIL: the Op's and the worker's */
   int started; /* run_job began (the worker's reference is in use) */
-  int abandon; /* BRAID_ABANDON_ON_CANCEL */
   PyObject *fn, *args;
   PyObject *result, *exc;
   braid_loop *loop;
@@ -747,11 +754,8 @@ static int op_perform(OpObj *op, TaskObj *t) {
   case K_LIMITER:
     if (op->i64) return braid_limiter_acquire_on_behalf(bt, ((HandleObj *)op->owner)->p, (uint64_t)op->i64);
     return braid_limiter_acquire(bt, ((HandleObj *)op->owner)->p);
-  case K_SEND: {
-    int rc = braid_channel_send(bt, ((HandleObj *)op->owner)->p, op->obj);
-    if (rc == 0 || rc == BRAID_EPENDING) op->item = op->obj; /* the channel may own it */
-    return rc;
-  }
+  case K_SEND:
+    return braid_channel_send(bt, ((HandleObj *)op->owner)->p, op->obj);
   case K_RECEIVE:
     return braid_channel_receive(bt, ((HandleObj *)op->owner)->p, &op->item);
   case K_GROUP_CLOSE:
@@ -781,8 +785,6 @@ static int op_perform(OpObj *op, TaskObj *t) {
     op->job->refs++; /* the worker's, dropped in op_outcome if fn never runs */
     return braid_to_thread(bt, run_job, (void *)op->job->id, (unsigned)op->i64, lim);
   }
-  case K_DONE:
-    return 0;
   }
   return BRAID_EINVAL;
 }
@@ -795,17 +797,12 @@ static PyObject *op_outcome(OpObj *op, int rc) {
   switch (op->kind) {
   case K_LIMITER:
     if (rc == BRAID_EDEADLK) { /* as limiter_acquire_nowait: AnyIO's error */
-      PyErr_SetString(PyExc_RuntimeError, "this borrower is already holding one of this CapacityLimiter's tokens");
+      PyErr_SetString(PyExc_RuntimeError, msg_borrower_holds);
       return NULL;
     }
     break;
   case K_SEND:
-    if (rc == 0) {
-      op->item = NULL;
-      op->obj = NULL; /* the channel owns that reference now */
-      Py_RETURN_NONE;
-    }
-    op->item = NULL;
+    if (rc == 0) op->obj = NULL; /* the channel owns that reference now (on an error, still we do) */
     break;
   case K_RECEIVE:
     if (rc == 0) {
@@ -827,8 +824,8 @@ static PyObject *op_outcome(OpObj *op, int rc) {
     }
     Py_XDECREF(v);
     if (rc == BRAID_ESTATE) { /* refused at once: the group is closed (to new arrivals) */
-      PyErr_SetString(PyExc_RuntimeError, was_waiting ? "child exited without calling task_status.started()"
-                                                      : "This task group is not active; no new tasks can be started.");
+      PyErr_SetString(PyExc_RuntimeError,
+                      was_waiting ? "child exited without calling task_status.started()" : msg_group_inactive);
       return NULL;
     }
     break;
@@ -1212,28 +1209,24 @@ static PyObject *n_current_effective_deadline(PyObject *m, PyObject *unused) {
   return ns_to_seconds(braid_current_effective_deadline(t->task));
 }
 
-static PyObject *simple_op(int kind) { return (PyObject *)op_new(kind, NULL); }
+/* Natives that make an Op of one kind and nothing else: of no argument
+ * (METH_NOARGS), or of the handle operated on (METH_O). */
+#define OP_NATIVE(fn, kind)                                                                                            \
+  static PyObject *fn(PyObject *m, PyObject *unused) {                                                                 \
+    (void)m;                                                                                                           \
+    (void)unused;                                                                                                      \
+    return (PyObject *)op_new(kind, NULL);                                                                             \
+  }
+#define HANDLE_OP_NATIVE(fn, hkind, kind)                                                                              \
+  static PyObject *fn(PyObject *m, PyObject *h) {                                                                      \
+    (void)m;                                                                                                           \
+    return handle_op(h, hkind, kind);                                                                                  \
+  }
 
-static PyObject *n_checkpoint(PyObject *m, PyObject *unused) {
-  (void)m;
-  (void)unused;
-  return simple_op(K_CHECKPOINT);
-}
-static PyObject *n_checkpoint_if_cancelled(PyObject *m, PyObject *unused) {
-  (void)m;
-  (void)unused;
-  return simple_op(K_IF_CANCELLED);
-}
-static PyObject *n_cancel_shielded_checkpoint(PyObject *m, PyObject *unused) {
-  (void)m;
-  (void)unused;
-  return simple_op(K_SHIELDED_CHECKPOINT);
-}
-static PyObject *n_sleep_forever(PyObject *m, PyObject *unused) {
-  (void)m;
-  (void)unused;
-  return simple_op(K_SLEEP_FOREVER);
-}
+OP_NATIVE(n_checkpoint, K_CHECKPOINT)
+OP_NATIVE(n_checkpoint_if_cancelled, K_IF_CANCELLED)
+OP_NATIVE(n_cancel_shielded_checkpoint, K_SHIELDED_CHECKPOINT)
+OP_NATIVE(n_sleep_forever, K_SLEEP_FOREVER)
 
 static PyObject *n_sleep(PyObject *m, PyObject *delay) {
   (void)m;
@@ -1323,22 +1316,11 @@ static PyObject *handle_op(PyObject *h, int hkind, int kind) {
   if (!braid_py_handle(h, hkind)) return NULL;
   return (PyObject *)op_new(kind, h);
 }
-static PyObject *n_lock_acquire(PyObject *m, PyObject *h) {
-  (void)m;
-  return handle_op(h, H_LOCK, K_LOCK);
-}
-static PyObject *n_semaphore_acquire(PyObject *m, PyObject *h) {
-  (void)m;
-  return handle_op(h, H_SEMAPHORE, K_SEMAPHORE);
-}
-static PyObject *n_event_wait(PyObject *m, PyObject *h) {
-  (void)m;
-  return handle_op(h, H_EVENT, K_EVENT);
-}
-static PyObject *n_condition_wait(PyObject *m, PyObject *h) {
-  (void)m;
-  return handle_op(h, H_CONDITION, K_CONDITION);
-}
+HANDLE_OP_NATIVE(n_lock_acquire, H_LOCK, K_LOCK)
+HANDLE_OP_NATIVE(n_semaphore_acquire, H_SEMAPHORE, K_SEMAPHORE)
+HANDLE_OP_NATIVE(n_event_wait, H_EVENT, K_EVENT)
+HANDLE_OP_NATIVE(n_condition_wait, H_CONDITION, K_CONDITION)
+HANDLE_OP_NATIVE(n_channel_receive, H_RECEIVER, K_RECEIVE)
 static PyObject *n_limiter_acquire(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   (void)m;
   if (n != 2) {
@@ -1360,10 +1342,6 @@ static PyObject *n_channel_send(PyObject *m, PyObject *const *args, Py_ssize_t n
   OpObj *op = (OpObj *)handle_op(args[0], H_SENDER, K_SEND);
   if (op) op->obj = Py_NewRef(args[1]);
   return (PyObject *)op;
-}
-static PyObject *n_channel_receive(PyObject *m, PyObject *h) {
-  (void)m;
-  return handle_op(h, H_RECEIVER, K_RECEIVE);
 }
 
 /* The calling task (or NULL for a plain thread) for non-blocking calls. */
@@ -1419,7 +1397,7 @@ static PyObject *n_limiter_acquire_nowait(PyObject *m, PyObject *const *args, Py
   if (b == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
   int rc = braid_limiter_acquire_nowait(caller(), p, b);
   if (rc == BRAID_EDEADLK) {
-    PyErr_SetString(PyExc_RuntimeError, "this borrower is already holding one of this CapacityLimiter's tokens");
+    PyErr_SetString(PyExc_RuntimeError, msg_borrower_holds);
     return NULL;
   }
   return rc_result(rc);
@@ -1515,6 +1493,7 @@ static PyObject *n_group_open(PyObject *m, PyObject *unused) {
   if (rc) return braid_py_raise(rc);
   PyObject *h = braid_py_handle_new(g, H_GROUP, NULL);
   if (!h) return NULL;
+  ((HandleObj *)h)->host = t->id;
   braid_scope *s = braid_scope_ref(braid_group_scope(g));
   PyObject *scope = scope_wrap(s, 1);
   if (!scope) {
@@ -1533,30 +1512,26 @@ static int check_coro(PyObject *coro) {
 
 static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   (void)m;
-  if (n != 3 && n != 4) {
-    PyErr_SetString(PyExc_TypeError, "group_spawn(handle, coro, name[, parent_id])");
+  if (n != 3) {
+    PyErr_SetString(PyExc_TypeError, "group_spawn(handle, coro, name)");
     return NULL;
   }
   braid_group *g = braid_py_handle(args[0], H_GROUP);
   if (!g || check_coro(args[1]) < 0) return NULL;
-  uint64_t parent_id = 0; /* AnyIO: the parent is the task that opened the group */
-  if (n == 4 && args[3] != Py_None) {
-    parent_id = PyLong_AsUnsignedLongLong(args[3]);
-    if (parent_id == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-  }
   TaskObj *t = task_new(args[1], args[2], TK_CHILD);
   if (!t) return NULL;
-  if (parent_id) t->parent_id = parent_id;
+  t->parent_id = ((HandleObj *)args[0])->host;
   braid_spawn_opts o;
   name_opts(t->name, &o);
   braid_task *bt;
   int rc = braid_group_spawn_stepped(g, py_step, t, &o, &bt);
-  if (rc == 0) task_register(t, bt); /* listed at once, as AnyIO lists a new task */
-  if (rc) {
+  if (rc == 0)
+    task_register(t, bt); /* listed at once, as AnyIO lists a new task */
+  else {
     close_coro(t->coro); /* refused: it never runs */
     Py_DECREF(t);
     if (rc == BRAID_ESTATE) {
-      PyErr_SetString(PyExc_RuntimeError, "This task group is not active; no new tasks can be started.");
+      PyErr_SetString(PyExc_RuntimeError, msg_group_inactive);
       return NULL;
     }
     return braid_py_raise(rc);
@@ -1566,19 +1541,14 @@ static PyObject *n_group_spawn(PyObject *m, PyObject *const *args, Py_ssize_t n)
 
 static PyObject *n_group_start(PyObject *m, PyObject *const *args, Py_ssize_t n) {
   (void)m;
-  if (n != 3 && n != 4) {
-    PyErr_SetString(PyExc_TypeError, "group_start(handle, coro, name[, host_id])");
+  if (n != 3) {
+    PyErr_SetString(PyExc_TypeError, "group_start(handle, coro, name)");
     return NULL;
   }
   if (!braid_py_handle(args[0], H_GROUP) || check_coro(args[1]) < 0) return NULL;
-  uint64_t host = 0;
-  if (n == 4 && args[3] != Py_None) {
-    host = PyLong_AsUnsignedLongLong(args[3]);
-    if (host == (uint64_t)-1 && PyErr_Occurred()) return NULL;
-  }
   TaskObj *t = task_new(args[1], args[2], TK_CHILD);
   if (!t) return NULL;
-  t->group_host = host;
+  t->group_host = ((HandleObj *)args[0])->host;
   OpObj *op = op_new(K_GROUP_START, args[0]);
   if (!op) {
     Py_DECREF(t);
@@ -1837,7 +1807,6 @@ static PyObject *n_to_thread(PyObject *m, PyObject *const *args, Py_ssize_t n) {
     job_unref(j);
     return NULL;
   }
-  j->abandon = abandon;
   op->job = j;
   op->i64 = abandon ? BRAID_ABANDON_ON_CANCEL : 0;
   op->obj = args[3] == Py_None ? NULL : Py_NewRef(args[3]);
@@ -1848,7 +1817,7 @@ static braid_loop *bridge_loop(PyObject *token) {
   if (token != Py_None) return braid_py_handle(token, H_LOOP);
   if (worker_loop) return worker_loop;
   if (cur_rs)
-    PyErr_SetString(PyExc_RuntimeError, "This function cannot be called from the event loop thread");
+    PyErr_SetString(PyExc_RuntimeError, msg_on_loop_thread);
   else
     PyErr_SetString(PyExc_RuntimeError, "This function can only be run from a braid worker thread "
                                         "(to_thread.run_sync) or with a token of a running loop");
@@ -1866,16 +1835,11 @@ static PyObject *n_from_thread_run(PyObject *m, PyObject *const *args, Py_ssize_
   if (check_coro(args[0]) < 0) return NULL;
   braid_loop *loop = bridge_loop(args[1]);
   if (loop && cur_rs && braid_task_loop(cur_task ? cur_task->task : NULL) == loop) {
-    PyErr_SetString(PyExc_RuntimeError, "This function cannot be called from the event loop thread");
+    PyErr_SetString(PyExc_RuntimeError, msg_on_loop_thread);
     loop = NULL;
   }
-  if (!loop) { /* refused: close the coroutine (no "never awaited" warning), keep the error */
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyObject *r = PyObject_CallMethod(args[0], "close", NULL);
-    Py_XDECREF(r);
-    PyErr_Clear();
-    PyErr_Restore(type, value, tb);
+  if (!loop) { /* refused: it never runs */
+    close_coro(args[0]);
     return NULL;
   }
   TaskObj *t = task_new(args[0], Py_None, TK_EXTERNAL);
@@ -1886,9 +1850,7 @@ static PyObject *n_from_thread_run(PyObject *m, PyObject *const *args, Py_ssize_
   Py_BEGIN_ALLOW_THREADS rc = braid_from_thread_run_stepped(loop, py_step, t);
   Py_END_ALLOW_THREADS if (!t->stepped) {
     Py_DECREF(t); /* never started: the braid task's reference is ours */
-    PyObject *r = PyObject_CallMethod(t->coro, "close", NULL);
-    Py_XDECREF(r);
-    PyErr_Clear();
+    close_coro(t->coro);
   }
   PyObject *result = NULL;
   if (t->exc)
@@ -1896,7 +1858,7 @@ static PyObject *n_from_thread_run(PyObject *m, PyObject *const *args, Py_ssize_
   else if (rc == 0)
     result = Py_NewRef(t->result ? t->result : Py_None);
   else if (rc == BRAID_ECLOSED)
-    PyErr_SetString(exc_closed, "the event loop is no longer running");
+    PyErr_SetString(exc_closed, msg_loop_gone);
   else
     braid_py_raise(rc);
   Py_DECREF(t);
@@ -1929,7 +1891,7 @@ static PyObject *n_from_thread_run_sync(PyObject *m, PyObject *const *args, Py_s
   braid_loop *loop = bridge_loop(args[2]);
   if (!loop) return NULL;
   if (cur_rs) {
-    PyErr_SetString(PyExc_RuntimeError, "This function cannot be called from the event loop thread");
+    PyErr_SetString(PyExc_RuntimeError, msg_on_loop_thread);
     return NULL;
   }
   sync_call c = {args[0], args[1], NULL, NULL};
@@ -1944,7 +1906,7 @@ static PyObject *n_from_thread_run_sync(PyObject *m, PyObject *const *args, Py_s
   if (rc == 0) return c.result ? c.result : Py_NewRef(Py_None);
   Py_XDECREF(c.result);
   if (rc == BRAID_ECLOSED) {
-    PyErr_SetString(exc_closed, "the event loop is no longer running");
+    PyErr_SetString(exc_closed, msg_loop_gone);
     return NULL;
   }
   return braid_py_raise(rc);
@@ -1954,7 +1916,7 @@ static PyObject *n_check_cancelled(PyObject *m, PyObject *unused) {
   (void)m;
   (void)unused;
   if (cur_rs && !worker_loop) {
-    PyErr_SetString(PyExc_RuntimeError, "This function cannot be called from the event loop thread");
+    PyErr_SetString(PyExc_RuntimeError, msg_on_loop_thread);
     return NULL;
   }
   return rc_result(braid_thread_check_cancelled());
@@ -2010,7 +1972,7 @@ static PyObject *n_thread_wait(PyObject *m, PyObject *const *args, Py_ssize_t n)
     if (b == (unsigned long long)-1 && PyErr_Occurred()) return NULL;
     BLOCKING(b ? braid_limiter_acquire_on_behalf(NULL, p, b) : braid_limiter_acquire(NULL, p));
     if (rc == BRAID_EDEADLK) {
-      PyErr_SetString(PyExc_RuntimeError, "this borrower is already holding one of this CapacityLimiter's tokens");
+      PyErr_SetString(PyExc_RuntimeError, msg_borrower_holds);
       return NULL;
     }
     return rc_result(rc);

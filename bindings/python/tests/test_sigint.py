@@ -81,6 +81,23 @@ class Child:
             if line == text:
                 return
 
+    def wait_until_sleeping(self, timeout=20):
+        """Wait until the child's main thread (the loop's) sleeps in the kernel: after its
+        last print, that is the loop waiting for events (not a task running Python code,
+        where a signal handler would run instead). Without procfs, returns at once."""
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                state = stat.read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                return
+            if state == "S":
+                return
+            time.sleep(0.001)
+        self.kill()
+        pytest.fail("the child's loop never waited")
+
     def interrupt(self):
         os.kill(self.proc.pid, signal.SIGINT)
 
@@ -334,6 +351,9 @@ def test_an_exception_raised_by_a_signal_handler_while_the_loop_waits_ends_the_r
         """
     )
     c.wait_for("ready")
+    # the handler must run while the loop waits: raised in a task (between the print and
+    # its await), SystemExit would be that task's failure, not the run's end
+    c.wait_until_sleeping()
     t0 = time.monotonic()
     os.kill(c.proc.pid, signal.SIGTERM)
     rc, lines, err = c.finish()
