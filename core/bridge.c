@@ -59,7 +59,7 @@ typedef struct worker {
 
 static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
 static worker *pool_idle;
-static uint64_t pool_alive, pool_busy, pool_idle_n;
+static uint64_t pool_busy, pool_idle_n; /* alive = busy + idle */
 static _Atomic braid_time_t idle_timeout = 10 * BRAID_SEC;
 static atomic_uint_fast64_t job_ids = 1;
 
@@ -75,7 +75,7 @@ braid_time_t braid_set_worker_idle_timeout(braid_time_t timeout) {
 
 uint64_t braid__workers_alive(void) {
   pthread_mutex_lock(&pool_mu);
-  uint64_t n = pool_alive;
+  uint64_t n = pool_busy + pool_idle_n;
   pthread_mutex_unlock(&pool_mu);
   return n;
 }
@@ -83,7 +83,7 @@ uint64_t braid__workers_alive(void) {
 int braid_worker_statistics(braid_worker_stats *out) {
   if (!out || out->size < sizeof *out) return BRAID_EINVAL;
   pthread_mutex_lock(&pool_mu);
-  out->alive = pool_alive;
+  out->alive = pool_busy + pool_idle_n;
   out->busy = pool_busy;
   out->idle = pool_idle_n;
   pthread_mutex_unlock(&pool_mu);
@@ -151,7 +151,6 @@ static void *worker_main(void *arg) {
           break;
         }
       pool_idle_n--;
-      pool_alive--;
       pthread_mutex_unlock(&pool_mu);
       braid__free(w);
       return NULL;
@@ -193,7 +192,6 @@ static int submit(braid__job *j) {
     braid__free(w);
     return BRAID_ESYS;
   }
-  pool_alive++;
   pool_busy++;
   pthread_mutex_unlock(&pool_mu);
   return 0;
@@ -368,16 +366,9 @@ void braid__start_requests(braid_loop *loop, braid__link *reqs) {
 
 void braid__ext_done(braid_task *t, int rc) {
   braid__request *r = t->ext;
-  if (t->has_failure) {
-    rc = t->failure.code;
-    braid__failure_drop_payload(&t->failure);
-  }
   braid__list_remove(&r->link);
-  braid_scope *s = r->scope;
-  s->state = BRAID__SCOPE_EXITED;
-  atomic_store(&s->loop, NULL);
-  while (atomic_load(&s->remote_busy))
-    sched_yield();
+  r->scope->state = BRAID__SCOPE_EXITED;
+  braid__scope_unpublish(r->scope); /* two references: waits for in-flight cancels */
   request_done(r, rc);
 }
 
@@ -387,8 +378,7 @@ struct braid_future {
   braid__request req;
   pthread_mutex_t mu;
   braid__link waiters; /* threads in braid_future_wait */
-  atomic_int done;
-  atomic_int refs; /* the caller's, and the loop's until done */
+  atomic_int refs;     /* the caller's, and the loop's until done */
   braid_loop *loop;
 };
 
@@ -396,6 +386,8 @@ typedef struct fwaiter {
   braid__link link;
   braid__thread *th;
 } fwaiter;
+
+static bool future_done(braid_future *f) { return atomic_load(&f->req.state) == RQ_DONE; }
 
 static void future_unref(braid_future *f) {
   if (atomic_fetch_sub(&f->refs, 1) == 1) {
@@ -412,7 +404,6 @@ static void request_done(braid__request *r, int result) {
     atomic_store(&r->state, RQ_DONE);
     braid_future *f = r->future;
     pthread_mutex_lock(&f->mu);
-    atomic_store(&f->done, 1);
     for (braid__link *l = f->waiters.next; l != &f->waiters; l = l->next)
       braid__thread_poke(BRAID__CONTAINER(l, fwaiter, link)->th);
     pthread_mutex_unlock(&f->mu);
@@ -626,7 +617,7 @@ int braid_future_wait(braid_future *f, braid_time_t deadline) {
   int rc = 0;
   for (;;) {
     unsigned seen = atomic_load(&pk->futex);
-    if (atomic_load(&f->done)) break;
+    if (future_done(f)) break;
     if (braid__thread_cancelled(th)) {
       rc = BRAID_ECANCELED;
       break;
@@ -649,11 +640,11 @@ int braid_future_cancel(braid_future *f) {
   return braid_scope_cancel(f->req.scope);
 }
 
-int braid_future_done(braid_future *f) { return f ? atomic_load(&f->done) : 0; }
+int braid_future_done(braid_future *f) { return f ? future_done(f) : 0; }
 
 int braid_future_result(braid_future *f) {
   if (!f) return BRAID_EINVAL;
-  return atomic_load(&f->done) ? f->req.result : BRAID_ESTATE;
+  return future_done(f) ? f->req.result : BRAID_ESTATE;
 }
 
 int braid_future_free(braid_future *f) {

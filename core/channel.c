@@ -51,7 +51,7 @@ static int ch_cancel(braid__prim *p, braid__waiter *w) {
     c->nreceivers_waiting--;
   return BRAID__CANCEL_DONE;
 }
-static const braid__prim_ops ch_ops = {"channel", ch_cancel};
+static const braid__prim_ops ch_ops = {ch_cancel};
 
 int braid_channel_new(size_t buffer, void (*dtor)(void *), braid_sender **tx, braid_receiver **rx) {
   if (!tx || !rx) return BRAID_EINVAL;

@@ -24,12 +24,6 @@ struct braid_condition {
   size_t waiting;
 };
 
-/* lock.c */
-BRAID__HIDDEN braid__prim *braid__lock_prim(braid_lock *l);
-BRAID__HIDDEN int braid__lock_take_or_queue(braid_lock *l, braid__waiter *w);
-BRAID__HIDDEN void braid__lock_handoff(braid_lock *l, braid__link *wl);
-BRAID__HIDDEN int braid__lock_check_owner(braid_lock *l, uint64_t me);
-
 /* Condition spin lock held: move w from the condition to the lock. Returns
  * 1 if w got the lock at once (then the caller completes it). */
 static int move_to_lock(braid_condition *c, braid__waiter *w) {
@@ -50,7 +44,7 @@ static int cond_cancel(braid__prim *p, braid__waiter *w) {
   /* It owns the lock again at once: the cancellation completes now. */
   return move_to_lock(c, w) ? BRAID__CANCEL_DONE : BRAID__CANCEL_DEFERRED;
 }
-static const braid__prim_ops cond_ops = {"condition", cond_cancel};
+static const braid__prim_ops cond_ops = {cond_cancel};
 
 int braid_condition_new(braid_lock *lock, braid_condition **out) {
   if (!lock || !out) return BRAID_EINVAL;

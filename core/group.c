@@ -89,8 +89,6 @@ void braid__loop_group_cache_free(braid_loop *loop) {
   loop->group_free_n = 0;
 }
 
-BRAID__HIDDEN void braid__task_free(braid_task *t);
-
 static bool is_failure(int code) { return code != 0 && code != BRAID_ECANCELED && code != BRAID_EPENDING; }
 
 void braid__failure_drop_payload(braid__failure *f) {

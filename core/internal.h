@@ -141,6 +141,7 @@ BRAID__HIDDEN void braid__scope_move_task(braid_task *t, braid_scope *to);
 BRAID__HIDDEN void braid__scope_link_child(braid_scope *parent, braid_scope *child);
 BRAID__HIDDEN void braid__scope_unlink_child(braid_scope *child);
 BRAID__HIDDEN void braid__scope_abandon_above(braid_task *t, braid_scope *stop);
+BRAID__HIDDEN void braid__scope_unpublish(braid_scope *s);
 BRAID__HIDDEN void braid__loop_scope_cache_free(braid_loop *loop);
 
 /* ---- tasks ---- */
@@ -184,9 +185,8 @@ struct braid_task {
   uint8_t start_state;
   uint8_t has_failure;
   uint8_t kept;      /* 1: the group keeps this struct as a failure record */
-  uint8_t finishing; /* a stepped body returned while its wait was registered */
+  uint8_t finishing; /* a stepped body returned while its wait was registered: ends with BRAID_ESTATE */
   int resume;        /* outcome of the last wait */
-  int final_rc;      /* with finishing: the result to end with once the wait is over */
   /* Abort hook of the current cancellable wait: removes the task from what it
    * waits on and returns 1, or returns 0 when the wait was completed first
    * (its wake-up is on its way). NULL when not blocked or not cancellable. */
@@ -264,7 +264,6 @@ struct braid_loop {
   uv_poll_t uv_fd;
   int fd_active;
   braid_run_opts opts;
-  pthread_t thread;
 };
 
 BRAID__HIDDEN braid_time_t braid__real_now(void);
@@ -276,8 +275,7 @@ static inline braid_time_t braid__time_add(braid_time_t t, braid_time_t d) {
   return t + d;
 }
 BRAID__HIDDEN int braid__spin_ok(void); /* more than one CPU */
-BRAID__HIDDEN int braid__spin_for_remote(braid_loop *loop);
-static inline void braid__cpu_relax_(void) {
+static inline void braid__cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -288,10 +286,12 @@ BRAID__HIDDEN braid_time_t braid__loop_now(const braid_loop *loop);
 BRAID__HIDDEN void braid__make_ready(braid_loop *loop, braid_task *t);
 BRAID__HIDDEN void braid__wake(braid_task *t, int resume);
 BRAID__HIDDEN int braid__suspend(braid_task *t);
-BRAID__HIDDEN int braid__yield_cancelled(braid_task *t);
+/* A schedule point that cannot fail, resuming with rc (always yields). */
+BRAID__HIDDEN int braid__yield_value(braid_task *t, int rc);
 BRAID__HIDDEN int braid__after_wake(braid_task *t);
 /* 0 if t is the task running on this thread, else the error to return. */
 static inline int braid__check_running(const braid_task *t);
+BRAID__HIDDEN void braid__task_free(braid_task *t);
 BRAID__HIDDEN int braid__new_task(braid_loop *loop, int stepped, void *body, void *arg, const braid_spawn_opts *opts,
                                   braid_task **out);
 BRAID__HIDDEN void braid__post_cancel(braid_loop *loop, braid_scope *s);

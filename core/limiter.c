@@ -24,7 +24,7 @@ static int lim_cancel(braid__prim *p, braid__waiter *w) {
   l->waiting--;
   return BRAID__CANCEL_DONE;
 }
-static const braid__prim_ops lim_ops = {"limiter", lim_cancel};
+static const braid__prim_ops lim_ops = {lim_cancel};
 
 int braid_limiter_new(uint64_t total, braid_limiter **out) {
   if (!out) return BRAID_EINVAL;
@@ -100,8 +100,11 @@ static uint64_t borrower_token(braid_task *task, uint64_t borrower) {
  * BRAID_ENOMEM or BRAID_EWOULDBLOCK. */
 static int try_borrow(braid_limiter *l, uint64_t tok) {
   if (find(l, tok) >= 0) return BRAID_EDEADLK;
-  for (braid__link *x = l->queue.next; x != &l->queue; x = x->next)
-    if (BRAID__CONTAINER(x, braid__waiter, link)->owner == tok) return BRAID_EDEADLK;
+  /* Only a foreign borrower can be queued already: a queued task or thread
+   * is blocked, not here, and job tokens are never reused. */
+  if ((tok & 3) == BRAID__TOK_FOREIGN)
+    for (braid__link *x = l->queue.next; x != &l->queue; x = x->next)
+      if (BRAID__CONTAINER(x, braid__waiter, link)->owner == tok) return BRAID_EDEADLK;
   if (l->waiting || l->nborrowed >= l->total) return BRAID_EWOULDBLOCK;
   int rc = reserve(l);
   if (rc) return rc;

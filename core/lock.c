@@ -32,7 +32,7 @@ struct braid_lock {
 };
 
 static int lock_cancel(braid__prim *p, braid__waiter *w);
-static const braid__prim_ops lock_ops = {"lock", lock_cancel};
+static const braid__prim_ops lock_ops = {lock_cancel};
 
 int braid_lock_new(braid_lock **out) {
   if (!out) return BRAID_EINVAL;
@@ -175,24 +175,15 @@ static void enqueue(braid_lock *l, braid__waiter *w) {
   l->waiting++;
 }
 
-/* Queue w (spin lock held, lock contended) and block. Shared with the
- * condition, which re-queues its waiters here. */
-BRAID__HIDDEN void braid__lock_enqueue(braid_lock *l, braid__waiter *w);
-void braid__lock_enqueue(braid_lock *l, braid__waiter *w) {
-  __atomic_store_n(&w->prim, &l->base, __ATOMIC_RELEASE);
-  enqueue(l, w);
-}
-
-BRAID__HIDDEN braid__prim *braid__lock_prim(braid_lock *l);
 braid__prim *braid__lock_prim(braid_lock *l) { return &l->base; }
 
 /* Under the spin lock: try to give the lock to `w` for a condition waiter.
  * Returns 1 if it was free and w owns it now. Else marks it contended and
  * queues w. */
-BRAID__HIDDEN int braid__lock_take_or_queue(braid_lock *l, braid__waiter *w);
 int braid__lock_take_or_queue(braid_lock *l, braid__waiter *w) {
   if (take_or_mark(l, w->owner) == 0) return 1;
-  braid__lock_enqueue(l, w);
+  __atomic_store_n(&w->prim, &l->base, __ATOMIC_RELEASE); /* lock_waiter_prim re-reads it */
+  enqueue(l, w);
   return 0;
 }
 
@@ -262,7 +253,6 @@ int braid_lock_acquire_cb(braid_lock *l, uint64_t owner, braid_wait_cb cb, void 
 
 /* Spin lock held, caller owns the lock: pass it to the first waiter or free
  * it. Completed waiters go to wl. */
-BRAID__HIDDEN void braid__lock_handoff(braid_lock *l, braid__link *wl);
 void braid__lock_handoff(braid_lock *l, braid__link *wl) {
   if (braid__list_empty(&l->queue)) {
     atomic_store_explicit(&l->state, 0, memory_order_release);
@@ -301,7 +291,6 @@ int braid_lock_release_owner(braid_lock *l, uint64_t owner) {
 }
 
 /* BRAID_EPERM unless `me` owns l (for the condition). */
-BRAID__HIDDEN int braid__lock_check_owner(braid_lock *l, uint64_t me);
 int braid__lock_check_owner(braid_lock *l, uint64_t me) {
   return (atomic_load(&l->state) & ~CONTENDED) == me ? 0 : BRAID_EPERM;
 }

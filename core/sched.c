@@ -107,7 +107,6 @@ static braid_task *task_alloc(braid_loop *loop) {
   return t; /* braid__new_task initialises every field */
 }
 
-BRAID__HIDDEN void braid__task_free(braid_task *t);
 void braid__task_free(braid_task *t) {
   braid_loop *loop = braid__tls.loop;
   braid__free(t->name); /* a spawn option's copy, or the default made on demand */
@@ -210,17 +209,17 @@ static bool task_finish(braid_task *t, int rc) {
   t->scope = NULL;
   t->state = BRAID__T_DONE;
   loop->tasks_alive--;
-  if (t == loop->root) {
+  if (!t->group) { /* the root, or a task started from another thread */
     if (t->has_failure) {
       rc = t->failure.code;
       braid__failure_drop_payload(&t->failure);
     }
-    loop->root_rc = rc;
-    loop->root = NULL;
-    return true;
-  }
-  if (t->ext) {
-    braid__ext_done(t, rc);
+    if (t->ext) {
+      braid__ext_done(t, rc);
+    } else {
+      loop->root_rc = rc;
+      loop->root = NULL;
+    }
     return true;
   }
   braid__group_child_done(t, rc);
@@ -326,7 +325,7 @@ static void run_stepped(braid_loop *loop, braid_task *t) {
   if (resume == BRAID__REBLOCKED) return; /* the scheduler moved its wait on */
   if (BRAID__UNLIKELY(t->finishing)) {    /* its wait is over: end as it asked */
     t->state = BRAID__T_RUNNING;
-    if (task_finish(t, t->final_rc)) braid__task_free(t);
+    if (task_finish(t, BRAID_ESTATE)) braid__task_free(t);
     return;
   }
   t->state = BRAID__T_RUNNING;
@@ -342,7 +341,6 @@ static void run_stepped(braid_loop *loop, braid_task *t) {
      * end while queued or waited on; it ends (with BRAID_ESTATE) when that
      * wait is over — at once if the wait can be cancelled. */
     t->finishing = 1;
-    t->final_rc = BRAID_ESTATE;
     if (t->state == BRAID__T_BLOCKED && t->abort) {
       int (*abort)(braid_task *) = t->abort;
       t->abort = NULL;
@@ -416,21 +414,21 @@ static void on_fd(uv_poll_t *h, int status, int events) {
   if (loop->opts.on_fd) loop->opts.on_fd(loop->opts.poll_ud);
 }
 
-/* Block until an event comes. The host's before/after hooks bracket the
- * whole wait, spinning included: a host that releases an interpreter lock
- * there lets the workers it waits for take it while the loop spins. */
-static void poll_blocking(braid_loop *loop) {
+static int spin_for_remote(braid_loop *loop);
+
+/* Block until an event comes or the real time `until` (BRAID_NEVER: no
+ * limit). The host's before/after hooks bracket the whole wait, spinning
+ * included: a host that releases an interpreter lock there lets the workers
+ * it waits for take it while the loop spins. */
+static void poll_blocking(braid_loop *loop, braid_time_t until) {
   if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
-  if (!braid__spin_for_remote(loop)) {
+  if (!spin_for_remote(loop)) {
     braid__stack_cache_trim(loop);
-    if (!loop->virtual_clock) {
-      braid__timer *top = braid__heap_top(&loop->heap);
-      if (top) {
-        braid_time_t d = top->when - braid__real_now();
-        uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
-        uv_update_time(&loop->uv);
-        uv_timer_start(&loop->uv_timer, on_deadline_timer, ms, 0);
-      }
+    if (until != BRAID_NEVER) {
+      braid_time_t d = until - braid__real_now();
+      uint64_t ms = d <= 0 ? 0 : (uint64_t)((d + BRAID_MSEC - 1) / BRAID_MSEC);
+      uv_update_time(&loop->uv);
+      uv_timer_start(&loop->uv_timer, on_deadline_timer, ms, 0);
     }
     uv_run(&loop->uv, UV_RUN_ONCE);
     uv_timer_stop(&loop->uv_timer);
@@ -450,7 +448,7 @@ static bool sched_done(braid_loop *loop) {
 /* Idle while workers run jobs for this loop: their replies usually come
  * within microseconds, and a sleeping loop thread takes several to wake, so
  * watch for them a little before blocking. Returns 1 if something came. */
-int braid__spin_for_remote(braid_loop *loop) {
+static int spin_for_remote(braid_loop *loop) {
   if (!loop->jobs_running || !braid__spin_ok()) return 0;
   braid_time_t until = braid__real_now() + 25 * BRAID_USEC;
   braid__timer *top = braid__heap_top(&loop->heap);
@@ -458,7 +456,7 @@ int braid__spin_for_remote(braid_loop *loop) {
   do {
     for (int i = 0; i < 64; i++) {
       if (atomic_load_explicit(&loop->remote_pending, memory_order_acquire)) return 1;
-      braid__cpu_relax_();
+      braid__cpu_relax();
     }
   } while (braid__real_now() < until);
   return 0;
@@ -469,16 +467,9 @@ int braid__spin_for_remote(braid_loop *loop) {
  * job that finishes on its own does not race the next deadline (which
  * would make runs differ). A job still busy after the grace period counts
  * as blocked, as in Trio's autojumping clock. Returns 1 if a reply came. */
-#define BRAID__JOB_GRACE_MS 20
+#define BRAID__JOB_GRACE (20 * BRAID_MSEC)
 static int wait_for_jobs(braid_loop *loop) {
-  if (loop->opts.before_poll) loop->opts.before_poll(loop->opts.poll_ud);
-  if (!braid__spin_for_remote(loop)) {
-    uv_update_time(&loop->uv);
-    uv_timer_start(&loop->uv_timer, on_deadline_timer, BRAID__JOB_GRACE_MS, 0);
-    uv_run(&loop->uv, UV_RUN_ONCE);
-    uv_timer_stop(&loop->uv_timer);
-  }
-  if (loop->opts.after_poll) loop->opts.after_poll(loop->opts.poll_ud);
+  poll_blocking(loop, braid__time_add(braid__real_now(), BRAID__JOB_GRACE));
   return atomic_load(&loop->remote_pending) != 0;
 }
 
@@ -511,9 +502,10 @@ static void sched_run(braid_loop *loop) {
         fire_expired(loop, loop->vnow);
         continue;
       }
-      poll_blocking(loop);
+      poll_blocking(loop, BRAID_NEVER);
     } else {
-      poll_blocking(loop);
+      braid__timer *top = braid__heap_top(&loop->heap);
+      poll_blocking(loop, top ? top->when : BRAID_NEVER);
       fire_expired(loop, braid__real_now());
     }
   }
@@ -592,7 +584,6 @@ static int run_common(int stepped, void *body, void *arg, const braid_run_opts *
   size_t stack = o.stack_size ? o.stack_size : BRAID__DEFAULT_STACK;
   if (stack < BRAID__MIN_STACK) stack = BRAID__MIN_STACK;
   loop->default_stack = (stack + page - 1) & ~(page - 1);
-  loop->thread = pthread_self();
   pthread_mutex_init(&loop->remote_mu, NULL);
   if (uv_loop_init(&loop->uv) != 0) {
     braid_loop_unref(loop);
@@ -688,11 +679,12 @@ int braid_loop_get_stats(const braid_loop *loop, braid_loop_stats *out) {
 
 /* ---- checkpoints and sleeping ---- */
 
-/* A blocking call made inside a cancelled scope: still a schedule point, as
- * in Trio (other tasks run first), and the outcome is already decided. */
-int braid__yield_cancelled(braid_task *task) {
+/* Yield with the outcome already decided: a blocking call made inside a
+ * cancelled scope (rc = BRAID_ECANCELED: still a schedule point, as in Trio),
+ * or a cancel-shielded checkpoint. */
+int braid__yield_value(braid_task *task, int rc) {
   task->resume_mode = BRAID__RESUME_VALUE;
-  task->resume = BRAID_ECANCELED;
+  task->resume = rc;
   braid__make_ready(task->loop, task);
   return braid__suspend(task);
 }
@@ -714,10 +706,7 @@ int braid_checkpoint_if_cancelled(braid_task *task) {
 int braid_cancel_shielded_checkpoint(braid_task *task) {
   int rc = braid__check_running(task);
   if (rc) return rc;
-  task->resume_mode = BRAID__RESUME_VALUE;
-  task->resume = 0;
-  braid__make_ready(task->loop, task);
-  return braid__suspend(task);
+  return braid__yield_value(task, 0);
 }
 
 static int abort_sleep(braid_task *t) {
@@ -730,7 +719,7 @@ static int sleep_until(braid_task *task, braid_time_t when, int forever) {
   if (rc) return rc;
   braid_loop *loop = task->loop;
   if (!forever && when <= braid__loop_now(loop)) return braid_checkpoint(task);
-  if (braid__scope_eff_cancelled(task->scope)) return braid__yield_cancelled(task);
+  if (braid__scope_eff_cancelled(task->scope)) return braid__yield_value(task, BRAID_ECANCELED);
   if (!forever) {
     task->timer.when = when;
     if (braid__heap_insert(&loop->heap, &task->timer) != 0) return BRAID_ENOMEM;

@@ -191,7 +191,7 @@ void braid__scope_cancel_local(braid_loop *loop, braid_scope *s) {
 
 /* Clear s->loop so that other threads stop queueing cancels for it, and wait
  * for the ones in flight. Only needed when another thread holds a reference. */
-static void scope_unpublish(braid_scope *s) {
+void braid__scope_unpublish(braid_scope *s) {
   if (atomic_load_explicit(&s->refs, memory_order_relaxed) > 1) {
     atomic_store(&s->loop, NULL);
     while (atomic_load(&s->remote_busy))
@@ -208,7 +208,7 @@ static void scope_abandon(braid_loop *loop, braid_scope *x) {
   if (x->timer.idx != BRAID__NOT_IN_HEAP) braid__heap_remove(&loop->heap, &x->timer);
   braid__scope_deliver(x);
   if (x->group) braid__group_abandon(x->group);
-  scope_unpublish(x);
+  braid__scope_unpublish(x);
 }
 
 void braid__scope_abandon_above(braid_task *t, braid_scope *stop) {
@@ -302,7 +302,7 @@ int braid__scope_pop(braid_scope *s, int rc) {
   braid__scope_unlink_child(s);
   braid__scope_move_task(t, p);
   s->state = BRAID__SCOPE_EXITED;
-  scope_unpublish(s);
+  braid__scope_unpublish(s);
   return catch_result(s, parent_visible, rc, s->fail ? braid__loop_now(t->loop) : 0);
 }
 
@@ -325,14 +325,7 @@ static int thread_exit(braid_scope *s, int rc) {
     misnested = 1;
   }
   braid_scope *p = s->parent;
-  bool parent_visible = false;
-  for (braid_scope *x = s->shield ? NULL : p; x; x = x->parent) {
-    if (atomic_load(&x->cancel_bits) || (x->deadline != BRAID_NEVER && x->deadline <= braid__real_now())) {
-      parent_visible = true;
-      break;
-    }
-    if (x->shield) break;
-  }
+  bool parent_visible = !s->shield && braid__thread_scopes_cancelled(p) > 0;
   braid__scope_unlink_child(s);
   th->scope = p;
   s->state = BRAID__SCOPE_EXITED;

@@ -27,7 +27,7 @@ static int sem_cancel(braid__prim *p, braid__waiter *w) {
   if (--s->waiting == 0) atomic_fetch_and(&s->word, ~WAITERS);
   return BRAID__CANCEL_DONE;
 }
-static const braid__prim_ops sem_ops = {"semaphore", sem_cancel};
+static const braid__prim_ops sem_ops = {sem_cancel};
 
 int braid_semaphore_new(uint64_t initial, uint64_t max, braid_semaphore **out) {
   if (!out || (max && initial > max) || initial > (UINT64_MAX >> 2)) return BRAID_EINVAL;
@@ -171,7 +171,7 @@ static int event_cancel(braid__prim *p, braid__waiter *w) {
   e->waiting--;
   return BRAID__CANCEL_DONE;
 }
-static const braid__prim_ops event_ops = {"event", event_cancel};
+static const braid__prim_ops event_ops = {event_cancel};
 
 int braid_event_new(braid_event **out) {
   if (!out) return BRAID_EINVAL;

@@ -37,8 +37,6 @@ typedef struct braid__spin {
   atomic_int v;
 } braid__spin;
 
-static inline void braid__cpu_relax(void) { braid__cpu_relax_(); }
-
 static inline void braid__spin_lock(braid__spin *s) {
   for (int i = 0;; i++) {
     if (!atomic_load_explicit(&s->v, memory_order_relaxed) && !atomic_exchange_explicit(&s->v, 1, memory_order_acquire))
@@ -113,7 +111,6 @@ typedef struct braid__waiter {
 } braid__waiter;
 
 typedef struct braid__prim_ops {
-  const char *name;
   int (*cancel)(braid__prim *p, braid__waiter *w); /* BRAID__CANCEL_* */
 } braid__prim_ops;
 
@@ -181,7 +178,7 @@ static inline int braid__wait_check(braid_task *task) {
   if (!task) return braid__wait_check_thread();
   int rc = braid__check_running(task);
   if (BRAID__UNLIKELY(rc)) return rc;
-  if (BRAID__UNLIKELY(braid__scope_eff_cancelled(task->scope))) return braid__yield_cancelled(task);
+  if (BRAID__UNLIKELY(braid__scope_eff_cancelled(task->scope))) return braid__yield_value(task, BRAID_ECANCELED);
   return 0;
 }
 
@@ -194,11 +191,11 @@ static inline int braid__done_yield(braid_task *task, int rc) {
   return braid__done_yield_slow(task, rc);
 }
 
-/* A schedule point that cannot fail, resuming with rc (always yields). */
-BRAID__HIDDEN int braid__yield_value(braid_task *task, int rc);
-
 /* Thread cancellation (plain threads' own scopes, a worker's task). */
 BRAID__HIDDEN bool braid__thread_cancelled(braid__thread *th);
+/* A thread's scope chain from s: 1 cancelled (deadlines latched), 0 stopped
+ * at a shield, -1 reached the top. */
+BRAID__HIDDEN int braid__thread_scopes_cancelled(braid_scope *s);
 BRAID__HIDDEN braid_time_t braid__thread_deadline(braid__thread *th);
 
 BRAID__HIDDEN void braid__futex_wait(atomic_uint *addr, unsigned seen, braid_time_t deadline);
@@ -209,13 +206,18 @@ struct braid_wait {
   braid__waiter w;
   braid_wait_cb cb;
   void *ud;
-  atomic_int refs;  /* the caller's + the completion's */
-  atomic_int phase; /* 0 pending, 1 callback running, 2 callback returned */
+  atomic_int refs; /* the caller's + the completion's */
   braid_wait *next_deferred;
 };
 BRAID__HIDDEN int braid__cb_new(braid_wait_cb cb, void *ud, uint64_t owner, braid_wait **out);
 BRAID__HIDDEN void braid__cb_drop(braid_wait *h); /* free a handle that was never enqueued */
 BRAID__HIDDEN void braid__run_deferred(braid_loop *loop);
+
+/* The lock's side of the condition (lock.c) */
+BRAID__HIDDEN braid__prim *braid__lock_prim(braid_lock *l);
+BRAID__HIDDEN int braid__lock_take_or_queue(braid_lock *l, braid__waiter *w);
+BRAID__HIDDEN void braid__lock_handoff(braid_lock *l, braid__link *wl);
+BRAID__HIDDEN int braid__lock_check_owner(braid_lock *l, uint64_t me);
 
 /* Deadlock detection (lock.c) */
 extern BRAID__HIDDEN atomic_int braid__dl_on;

@@ -128,19 +128,25 @@ void braid__thread_poke(braid__thread *th) {
 
 /* ---- thread cancellation ---- */
 
-bool braid__thread_cancelled(braid__thread *th) {
+int braid__thread_scopes_cancelled(braid_scope *s) {
   braid_time_t now = 0;
-  for (braid_scope *s = th->scope; s; s = s->parent) {
-    if (atomic_load_explicit(&s->cancel_bits, memory_order_acquire)) return true;
+  for (; s; s = s->parent) {
+    if (atomic_load_explicit(&s->cancel_bits, memory_order_acquire)) return 1;
     if (s->deadline != BRAID_NEVER) {
       if (!now) now = braid__real_now();
       if (s->deadline <= now) {
         atomic_fetch_or(&s->cancel_bits, BRAID__CANCEL_CALLED);
-        return true;
+        return 1;
       }
     }
-    if (s->shield) return false;
+    if (s->shield) return 0;
   }
+  return -1;
+}
+
+bool braid__thread_cancelled(braid__thread *th) {
+  int r = braid__thread_scopes_cancelled(th->scope);
+  if (r >= 0) return r;
   /* Above the thread's own scopes: a worker inherits its task's status. */
   return th->inherited && atomic_load_explicit(th->inherited, memory_order_acquire);
 }
@@ -167,13 +173,6 @@ int braid__done_yield_slow(braid_task *task, int rc) {
   braid_loop *loop = task->loop;
   loop->coop_left = loop->coop_budget;
   return braid__yield_value(task, rc);
-}
-
-int braid__yield_value(braid_task *task, int rc) {
-  task->resume_mode = BRAID__RESUME_VALUE;
-  task->resume = rc;
-  braid__make_ready(task->loop, task);
-  return braid__suspend(task);
 }
 
 int braid__wait_prepare(braid_task *task, braid__waiter **out, braid__waiter *stack_w) {
@@ -363,7 +362,6 @@ int braid__cb_new(braid_wait_cb cb, void *ud, uint64_t owner, braid_wait **out) 
   h->cb = cb;
   h->ud = ud;
   atomic_init(&h->refs, 2);
-  atomic_init(&h->phase, 0);
   *out = h;
   return 0;
 }
@@ -375,9 +373,7 @@ static void cb_unref(braid_wait *h) {
 }
 
 static void cb_finish(braid_wait *h, int result) {
-  atomic_store(&h->phase, 1);
   h->cb(h->ud, result);
-  atomic_store_explicit(&h->phase, 2, memory_order_release);
   cb_unref(h);
 }
 
