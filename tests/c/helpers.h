@@ -128,4 +128,20 @@ typedef struct co_state {
 /* A step called with a pc it does not know: reported by a check. */
 #define CO_FELL_OFF (check_true_(0, "stepped body resumed at an unknown point", __FILE__, __LINE__), -999)
 
+/* A new scope (the test fails if it cannot be made). */
+static inline braid_scope *new_scope(braid_time_t deadline, unsigned flags) {
+  braid_scope *s = NULL;
+  CHECK_INT(braid_scope_new(deadline, flags, &s), 0);
+  CHECK(s != NULL);
+  return s;
+}
+
+/* Close a group and free it. After a failed check the group is cancelled
+ * first, so that a broken test ends instead of waiting forever. */
+static inline void close_group(braid_group *g) {
+  if (check_failures() > 0) braid_scope_cancel(braid_group_scope(g));
+  CHECK_INT(braid_group_close(g, 0), 0);
+  CHECK_INT(braid_group_free(g), 0);
+}
+
 #endif /* BRAID_TEST_HELPERS_H */

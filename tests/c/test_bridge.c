@@ -15,7 +15,7 @@
  * one about to start. Real time is only used to let threads get somewhere;
  * no assertion depends on how long anything took.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,9 +24,6 @@
 #define SEC BRAID_SEC
 #define MSEC BRAID_MSEC
 #define USEC BRAID_USEC
-
-/* Upper bound for polling loops: far beyond anything a healthy run needs. */
-#define POLL_LIMIT (20 * SEC)
 
 /* ---- scaffolding ----------------------------------------------------- */
 
@@ -62,20 +59,19 @@ static void gate_destroy(gate *g) {
   pthread_mutex_destroy(&g->mu);
 }
 
-typedef int (*pred_fn)(void *arg);
-
-/* Poll pred from a plain thread until it holds (1) or POLL_LIMIT passed (0). */
-static int thread_wait_for(pred_fn pred, void *arg) {
-  int64_t limit = real_ns() + POLL_LIMIT;
-  while (!pred(arg)) {
-    if (real_ns() > limit) return 0;
-    os_sleep_ns(100 * USEC);
+/* Count the caller in *cur (and the most ever counted in *max) and wait for
+ * the gate; the caller counts itself out. */
+static void count_running_until_open(atomic_int *cur, atomic_int *max, gate *g) {
+  int now = atomic_fetch_add(cur, 1) + 1;
+  int m = atomic_load(max);
+  while (now > m && !atomic_compare_exchange_weak(max, &m, now)) {
   }
-  return 1;
+  gate_wait(g);
 }
 
-/* The same from a task: a checkpoint between polls keeps the other tasks
- * running, and a busy loop keeps the virtual clock where it is. */
+/* thread_wait_for (core_helpers.h) from a task: a checkpoint between polls
+ * keeps the other tasks running, and a busy loop keeps the virtual clock
+ * where it is. */
 static int task_wait_for(braid_task *self, pred_fn pred, void *arg) {
   int64_t limit = real_ns() + POLL_LIMIT;
   while (!pred(arg)) {
@@ -99,17 +95,6 @@ static int spin_child(braid_task *self, void *arg) {
   return 0;
 }
 
-static braid_group *open_group(braid_task *self) {
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  return g;
-}
-
-static void close_group(braid_group *g) {
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-}
-
 static int join_thread_fn(void *arg) { return pthread_join(*(pthread_t *)arg, NULL); }
 
 static int flag_fn(void *arg) {
@@ -117,20 +102,25 @@ static int flag_fn(void *arg) {
   return 0;
 }
 
+/* Statistics of the worker pool and of a limiter. */
+
+static braid_worker_stats worker_stats(void) {
+  braid_worker_stats st = {.size = sizeof st};
+  CHECK_INT(braid_worker_statistics(&st), 0);
+  return st;
+}
+
 static braid_limiter_stats lim_stats(braid_limiter *lim) {
-  braid_limiter_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
+  braid_limiter_stats st = {.size = sizeof st};
   CHECK_INT(braid_limiter_statistics(lim, &st), 0);
   return st;
 }
 
-static braid_worker_stats worker_stats(void) {
-  braid_worker_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  CHECK_INT(braid_worker_statistics(&st), 0);
-  return st;
+/* The default limiter of the task's loop. */
+static braid_limiter *default_limiter(braid_task *self) {
+  braid_limiter *def = NULL;
+  CHECK_INT(braid_loop_default_limiter(braid_task_loop(self), &def), 0);
+  return def;
 }
 
 /* ---- to_thread: results ----------------------------------------------- */
@@ -195,11 +185,9 @@ static int stepped_result_root(braid_task *self, void *ctx, int resume) {
   case 0:
     c->f.loop_thread = pthread_self();
     c->f.value = 77;
-    AWAIT(&c->co, braid_to_thread(self, result_fn, &c->f, 0, NULL));
-    c->rc1 = c->co.rc;
+    AWAIT_TO(&c->co, c->rc1, braid_to_thread(self, result_fn, &c->f, 0, NULL));
     c->f.value = -4242;
-    AWAIT(&c->co, braid_to_thread(self, result_fn, &c->f, 0, NULL));
-    c->rc2 = c->co.rc;
+    AWAIT_TO(&c->co, c->rc2, braid_to_thread(self, result_fn, &c->f, 0, NULL));
     return 0;
   }
   return CO_FELL_OFF;
@@ -280,11 +268,9 @@ static int stepped_waits_root(braid_task *self, void *ctx, int resume) {
   case 0:
     CHECK_INT(braid_group_open(self, &c->g), 0);
     CHECK_INT(braid_group_spawn(c->g, gate_opening_sibling, &c->w, NULL, NULL), 0);
-    AWAIT(&c->co, braid_to_thread(self, gated_fn, &c->w, 0, NULL));
-    c->w.rc = c->co.rc;
+    AWAIT_TO(&c->co, c->w.rc, braid_to_thread(self, gated_fn, &c->w, 0, NULL));
     c->w.steps_when_returned = c->w.sibling_steps;
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_close, braid_group_close(c->g, 0));
     CHECK_INT(braid_group_free(c->g), 0);
     return 0;
   }
@@ -313,17 +299,11 @@ struct precancelled_ctx {
 
 static int precancelled_root(braid_task *self, void *arg) {
   struct precancelled_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  braid_scope *s = enter_cancelled_scope(self);
   c->rc = braid_to_thread(self, flag_fn, &c->ran, 0, NULL);
   c->rc_abandon = braid_to_thread(self, flag_fn, &c->ran, BRAID_ABANDON_ON_CANCEL, NULL);
-  c->exit_rc = braid_scope_exit(s, c->rc);
-  CHECK_INT(braid_scope_unref(s), 0);
-  braid_limiter *def = NULL;
-  CHECK_INT(braid_loop_default_limiter(braid_task_loop(self), &def), 0);
-  c->borrowed_after = lim_stats(def).borrowed;
+  c->exit_rc = leave_scope(s, c->rc, NULL);
+  c->borrowed_after = lim_stats(default_limiter(self)).borrowed;
   return 0;
 }
 
@@ -351,16 +331,11 @@ static int stepped_precancelled_root(braid_task *self, void *ctx, int resume) {
   struct stepped_precancelled_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->s), 0);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
-    CHECK_INT(braid_scope_cancel(c->s), 0);
-    AWAIT(&c->co, braid_to_thread(self, flag_fn, &c->ran, 0, NULL));
-    c->rc = c->co.rc;
-    CHECK_INT(braid_scope_exit(c->s, c->rc), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->s = enter_cancelled_scope(self);
+    AWAIT_TO(&c->co, c->rc, braid_to_thread(self, flag_fn, &c->ran, 0, NULL));
+    CHECK_INT(leave_scope(c->s, c->rc, NULL), 0);
     /* outside the scope the same task runs fn again */
-    AWAIT(&c->co, braid_to_thread(self, flag_fn, &c->ran, 0, NULL));
-    c->rc_after_exit = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_after_exit, braid_to_thread(self, flag_fn, &c->ran, 0, NULL));
     return 0;
   }
   return CO_FELL_OFF;
@@ -413,9 +388,7 @@ static int reach_root(braid_task *self, void *arg) {
   r->rc = braid_to_thread(self, r->fn, r, 0, NULL);
   r->t_end = braid_now(self);
   r->fn_done_at_return = atomic_load(&r->fn_done);
-  r->exit_rc = braid_scope_exit(s, r->rc);
-  r->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  r->exit_rc = leave_scope(s, r->rc, &r->caught);
   CHECK_INT(braid_event_set(r->release), 0);
   close_group(g);
   r->spin_held = sp.held;
@@ -441,6 +414,16 @@ static void assert_reached(struct reach *r) {
   assert_int_equal(r->caught, 1);
 }
 
+/* Run reach_root: fn blocks in the worker (`blocked` tells when), after a
+ * `holder` sibling (if any) took what fn waits for; then assert_reached. */
+static void run_reach(struct reach *r, braid_thread_fn fn, pred_fn blocked, braid_fn holder) {
+  r->fn = fn;
+  r->blocked = blocked;
+  r->holder = holder;
+  assert_int_equal(run_virtual(reach_root, r), 0);
+  assert_reached(r);
+}
+
 /* lock */
 
 static int lock_holder(braid_task *self, void *arg) {
@@ -459,12 +442,14 @@ static int lock_fn(void *arg) {
   return finish(r, rc);
 }
 
+static braid_lock_stats lock_stats(braid_lock *lock) {
+  braid_lock_stats st = {.size = sizeof st};
+  CHECK_INT(braid_lock_statistics(lock, &st), 0);
+  return st;
+}
+
 static int lock_waited_on(void *arg) {
-  struct reach *r = arg;
-  braid_lock_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  braid_lock_statistics(r->lock, &st);
+  braid_lock_stats st = lock_stats(((struct reach *)arg)->lock);
   return st.locked && st.waiting == 1;
 }
 
@@ -473,15 +458,8 @@ static void test_cancel_reaches_a_worker_blocked_on_a_lock_held_by_a_sibling(voi
   struct reach r;
   memset(&r, 0, sizeof r);
   assert_int_equal(braid_lock_new(&r.lock), 0);
-  r.fn = lock_fn;
-  r.blocked = lock_waited_on;
-  r.holder = lock_holder;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
-  braid_lock_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  assert_int_equal(braid_lock_statistics(r.lock, &st), 0);
+  run_reach(&r, lock_fn, lock_waited_on, lock_holder);
+  braid_lock_stats st = lock_stats(r.lock);
   assert_int_equal(st.locked, 0);
   assert_int_equal(st.waiting, 0);
   assert_int_equal(braid_lock_free(r.lock), 0);
@@ -506,10 +484,7 @@ static void test_cancel_reaches_a_worker_in_braid_sleep_null(void **state) {
   (void)state;
   struct reach r;
   memset(&r, 0, sizeof r);
-  r.fn = sleep_fn;
-  r.blocked = entered;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
+  run_reach(&r, sleep_fn, entered, NULL);
 }
 
 /* channel receive */
@@ -522,14 +497,13 @@ static int receive_fn(void *arg) {
   return finish(r, rc);
 }
 
-static int receive_waited_on(void *arg) {
-  struct reach *r = arg;
-  braid_channel_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  braid_receiver_statistics(r->rx, &st);
-  return st.waiting_receive == 1;
+static braid_channel_stats receiver_stats(braid_receiver *rx) {
+  braid_channel_stats st = {.size = sizeof st};
+  CHECK_INT(braid_receiver_statistics(rx, &st), 0);
+  return st;
 }
+
+static int receive_waited_on(void *arg) { return receiver_stats(((struct reach *)arg)->rx).waiting_receive == 1; }
 
 static void test_cancel_reaches_a_worker_blocked_on_a_channel_receive(void **state) {
   (void)state;
@@ -537,15 +511,8 @@ static void test_cancel_reaches_a_worker_blocked_on_a_channel_receive(void **sta
   memset(&r, 0, sizeof r);
   braid_sender *tx = NULL;
   assert_int_equal(braid_channel_new(0, NULL, &tx, &r.rx), 0);
-  r.fn = receive_fn;
-  r.blocked = receive_waited_on;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
-  braid_channel_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  assert_int_equal(braid_receiver_statistics(r.rx, &st), 0);
-  assert_int_equal(st.waiting_receive, 0);
+  run_reach(&r, receive_fn, receive_waited_on, NULL);
+  assert_int_equal(receiver_stats(r.rx).waiting_receive, 0);
   /* the channel still works: an item sent now waits for a new receiver */
   assert_int_equal(braid_channel_send_nowait(tx, &r), BRAID_EWOULDBLOCK);
   assert_int_equal(braid_sender_free(tx), 0);
@@ -559,28 +526,21 @@ static int event_fn(void *arg) {
   return finish(r, braid_event_wait(NULL, r->event));
 }
 
-static int event_waited_on(void *arg) {
-  struct reach *r = arg;
-  braid_event_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  braid_event_statistics(r->event, &st);
-  return st.waiting == 1;
+static braid_event_stats event_stats(braid_event *ev) {
+  braid_event_stats st = {.size = sizeof st};
+  CHECK_INT(braid_event_statistics(ev, &st), 0);
+  return st;
 }
+
+static int event_waited_on(void *arg) { return event_stats(((struct reach *)arg)->event).waiting == 1; }
 
 static void test_cancel_reaches_a_worker_waiting_for_an_event(void **state) {
   (void)state;
   struct reach r;
   memset(&r, 0, sizeof r);
   assert_int_equal(braid_event_new(&r.event), 0);
-  r.fn = event_fn;
-  r.blocked = event_waited_on;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
-  braid_event_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  assert_int_equal(braid_event_statistics(r.event, &st), 0);
+  run_reach(&r, event_fn, event_waited_on, NULL);
+  braid_event_stats st = event_stats(r.event);
   assert_int_equal(st.waiting, 0);
   assert_int_equal(st.set, 0);
   assert_int_equal(braid_event_free(r.event), 0);
@@ -594,11 +554,8 @@ static int sem_fn(void *arg) {
 }
 
 static int sem_waited_on(void *arg) {
-  struct reach *r = arg;
-  braid_semaphore_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  braid_semaphore_statistics(r->sem, &st);
+  braid_semaphore_stats st = {.size = sizeof st};
+  CHECK_INT(braid_semaphore_statistics(((struct reach *)arg)->sem, &st), 0);
   return st.waiting == 1;
 }
 
@@ -607,10 +564,7 @@ static void test_cancel_reaches_a_worker_waiting_on_a_semaphore(void **state) {
   struct reach r;
   memset(&r, 0, sizeof r);
   assert_int_equal(braid_semaphore_new(0, 0, &r.sem), 0);
-  r.fn = sem_fn;
-  r.blocked = sem_waited_on;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
+  run_reach(&r, sem_fn, sem_waited_on, NULL);
   assert_int_equal(braid_semaphore_value(r.sem), 0);
   assert_int_equal(braid_semaphore_free(r.sem), 0);
 }
@@ -635,10 +589,7 @@ static void test_thread_check_cancelled_polled_by_fn_turns_into_ecanceled(void *
   (void)state;
   struct reach r;
   memset(&r, 0, sizeof r);
-  r.fn = poll_fn;
-  r.blocked = polled;
-  assert_int_equal(run_virtual(reach_root, &r), 0);
-  assert_reached(&r);
+  run_reach(&r, poll_fn, polled, NULL);
   assert_true(atomic_load(&r.polls) >= 3); /* it reported 0 before the cancellation */
 }
 
@@ -658,12 +609,10 @@ static int stepped_reach_root(braid_task *self, void *ctx, int resume) {
     c->r.t0 = braid_now(self);
     CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
     c->r.deadline = braid_scope_deadline(c->s);
-    AWAIT(&c->co, braid_to_thread(self, sleep_fn, &c->r, 0, NULL));
-    c->r.rc = c->co.rc;
+    AWAIT_TO(&c->co, c->r.rc, braid_to_thread(self, sleep_fn, &c->r, 0, NULL));
     c->r.t_end = braid_now(self);
     c->r.fn_done_at_return = atomic_load(&c->r.fn_done);
-    c->exit_rc = braid_scope_exit(c->s, c->r.rc);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->exit_rc = leave_scope(c->s, c->r.rc, NULL);
     return 0;
   }
   return CO_FELL_OFF;
@@ -723,8 +672,7 @@ static int shield_root(braid_task *self, void *arg) {
   c->deadline = braid_scope_deadline(s);
   c->rc = braid_to_thread(self, shielded_fn, c, 0, NULL);
   c->t_end = braid_now(self);
-  CHECK_INT(braid_scope_exit(s, c->rc), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, c->rc, NULL), 0);
   c->rc_second = braid_to_thread(self, uncancelled_fn, c, 0, NULL);
   return 0;
 }
@@ -746,12 +694,27 @@ static void test_worker_shield_scope_blocks_the_tasks_cancellation_and_next_job_
 
 /* ---- with and without BRAID_ABANDON_ON_CANCEL ------------------------- */
 
+/* A job deaf to braid cancellation: it runs until its gate opens, then
+ * notes whether it ran under a cancelled task, and returns 99. */
+struct gated_job {
+  gate g;
+  atomic_int fn_started, fn_finished, fn_saw_cancel;
+};
+
+static int gated_job_fn(void *arg) {
+  struct gated_job *j = arg;
+  atomic_store(&j->fn_started, 1);
+  gate_wait(&j->g);
+  atomic_store(&j->fn_saw_cancel, braid_thread_check_cancelled());
+  atomic_store(&j->fn_finished, 1);
+  return 99;
+}
+
 struct abandon_ctx {
   unsigned flags;
-  gate g;
+  struct gated_job job;
   braid_limiter *lim;
   braid_scope *scope;
-  atomic_int fn_started, fn_finished, fn_saw_cancel;
   int returned;
   /* seen by the opener at 2 s */
   int returned_at_2s, cancel_called_at_2s, finished_at_2s;
@@ -763,15 +726,6 @@ struct abandon_ctx {
   braid_time_t deadline, t_end, t_acquire;
 };
 
-static int abandon_fn(void *arg) {
-  struct abandon_ctx *c = arg;
-  atomic_store(&c->fn_started, 1);
-  gate_wait(&c->g); /* deaf to braid cancellation */
-  atomic_store(&c->fn_saw_cancel, braid_thread_check_cancelled());
-  atomic_store(&c->fn_finished, 1);
-  return 99;
-}
-
 static int two_fn(void *arg) {
   (void)arg;
   return 2;
@@ -782,9 +736,9 @@ static int opener_at_2s(braid_task *self, void *arg) {
   CHECK_INT(braid_sleep(self, 2 * SEC), 0);
   c->returned_at_2s = c->returned;
   c->cancel_called_at_2s = braid_scope_cancel_called(c->scope);
-  c->finished_at_2s = atomic_load(&c->fn_finished);
+  c->finished_at_2s = atomic_load(&c->job.fn_finished);
   c->borrowed_at_2s = lim_stats(c->lim).borrowed;
-  gate_open(&c->g);
+  gate_open(&c->job.g);
   return 0;
 }
 
@@ -794,17 +748,17 @@ static int abandon_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, opener_at_2s, c, NULL, NULL), 0);
   CHECK_INT(braid_move_on_after(self, SEC, &c->scope), 0);
   c->deadline = braid_scope_deadline(c->scope);
-  c->rc = braid_to_thread(self, abandon_fn, c, c->flags, c->lim);
+  c->rc = braid_to_thread(self, gated_job_fn, &c->job, c->flags, c->lim);
   c->t_end = braid_now(self);
   c->returned = 1;
-  c->finished_at_return = atomic_load(&c->fn_finished);
+  c->finished_at_return = atomic_load(&c->job.fn_finished);
   c->borrowed_at_return = lim_stats(c->lim).borrowed;
   c->busy_at_return = worker_stats().busy;
   CHECK_INT(braid_scope_exit(c->scope, c->rc), 0);
   /* The token comes back only when fn has returned. */
   c->rc_acquire = braid_limiter_acquire(self, c->lim);
   c->t_acquire = braid_now(self);
-  c->finished_at_acquire = atomic_load(&c->fn_finished);
+  c->finished_at_acquire = atomic_load(&c->job.fn_finished);
   c->borrowed_at_acquire = lim_stats(c->lim).borrowed;
   if (c->rc_acquire == 0) CHECK_INT(braid_limiter_release(self, c->lim, 0), 0);
   /* the same task runs another job normally */
@@ -818,11 +772,11 @@ static int abandon_root(braid_task *self, void *arg) {
 static void run_abandon(struct abandon_ctx *c, unsigned flags) {
   memset(c, 0, sizeof *c);
   c->flags = flags;
-  gate_init(&c->g);
+  gate_init(&c->job.g);
   assert_int_equal(braid_limiter_new(1, &c->lim), 0);
   assert_int_equal(run_virtual(abandon_root, c), 0);
   assert_int_equal(braid_limiter_free(c->lim), 0);
-  gate_destroy(&c->g);
+  gate_destroy(&c->job.g);
 }
 
 static void test_to_thread_without_abandon_waits_for_fn_then_returns_ecanceled(void **state) {
@@ -840,7 +794,7 @@ static void test_to_thread_without_abandon_waits_for_fn_then_returns_ecanceled(v
   assert_int_equal(c.t_end, 2 * SEC);
   assert_int_equal(c.finished_at_return, 1);
   assert_int_equal(c.borrowed_at_return, 0);
-  assert_int_equal(atomic_load(&c.fn_saw_cancel), BRAID_ECANCELED);
+  assert_int_equal(atomic_load(&c.job.fn_saw_cancel), BRAID_ECANCELED);
   assert_int_equal(c.rc_acquire, 0);
   assert_int_equal(c.t_acquire, 2 * SEC);
   assert_int_equal(c.rc_again, 2);
@@ -868,7 +822,7 @@ static void test_to_thread_abandon_on_cancel_resumes_at_once_and_keeps_the_token
   assert_int_equal(c.finished_at_acquire, 1);
   assert_int_equal(c.borrowed_at_acquire, 1); /* now ours */
   /* the abandoned fn still ran under the task's (cancelled) status */
-  assert_int_equal(atomic_load(&c.fn_saw_cancel), BRAID_ECANCELED);
+  assert_int_equal(atomic_load(&c.job.fn_saw_cancel), BRAID_ECANCELED);
   /* its 99 went nowhere; the task's next job is its own */
   assert_int_equal(c.rc_again, 2);
   assert_int_equal(c.borrowed_at_end, 0);
@@ -876,23 +830,13 @@ static void test_to_thread_abandon_on_cancel_resumes_at_once_and_keeps_the_token
 
 struct stepped_abandon_ctx {
   co_state co;
-  gate g;
+  struct gated_job job;
   braid_limiter *lim;
   braid_scope *s;
-  atomic_int fn_started, fn_finished, fn_saw_cancel;
   int rc, finished_at_return, rc_acquire, finished_at_acquire, rc_again;
   uint64_t borrowed_at_return;
   braid_time_t deadline, t_end;
 };
-
-static int stepped_abandon_fn(void *arg) {
-  struct stepped_abandon_ctx *c = arg;
-  atomic_store(&c->fn_started, 1);
-  gate_wait(&c->g);
-  atomic_store(&c->fn_saw_cancel, braid_thread_check_cancelled());
-  atomic_store(&c->fn_finished, 1);
-  return 99;
-}
 
 static int stepped_abandon_root(braid_task *self, void *ctx, int resume) {
   struct stepped_abandon_ctx *c = ctx;
@@ -900,26 +844,21 @@ static int stepped_abandon_root(braid_task *self, void *ctx, int resume) {
   case 0:
     CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
     c->deadline = braid_scope_deadline(c->s);
-    AWAIT(&c->co, braid_to_thread(self, stepped_abandon_fn, c, BRAID_ABANDON_ON_CANCEL, c->lim));
-    c->rc = c->co.rc;
+    AWAIT_TO(&c->co, c->rc, braid_to_thread(self, gated_job_fn, &c->job, BRAID_ABANDON_ON_CANCEL, c->lim));
     if (!CHECK_INT(c->co.immediate, 0)) { /* no job started: do not wait for it */
-      CHECK_INT(braid_scope_exit(c->s, c->rc), c->rc);
-      CHECK_INT(braid_scope_unref(c->s), 0);
-      gate_open(&c->g);
+      CHECK_INT(leave_scope(c->s, c->rc, NULL), c->rc);
+      gate_open(&c->job.g);
       return 0;
     }
     c->t_end = braid_now(self);
-    c->finished_at_return = atomic_load(&c->fn_finished);
+    c->finished_at_return = atomic_load(&c->job.fn_finished);
     c->borrowed_at_return = lim_stats(c->lim).borrowed;
-    CHECK_INT(braid_scope_exit(c->s, c->rc), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
-    gate_open(&c->g);
-    AWAIT(&c->co, braid_limiter_acquire(self, c->lim));
-    c->rc_acquire = c->co.rc;
-    c->finished_at_acquire = atomic_load(&c->fn_finished);
+    CHECK_INT(leave_scope(c->s, c->rc, NULL), 0);
+    gate_open(&c->job.g);
+    AWAIT_TO(&c->co, c->rc_acquire, braid_limiter_acquire(self, c->lim));
+    c->finished_at_acquire = atomic_load(&c->job.fn_finished);
     if (c->rc_acquire == 0) CHECK_INT(braid_limiter_release(self, c->lim, 0), 0);
-    AWAIT(&c->co, braid_to_thread(self, two_fn, NULL, BRAID_ABANDON_ON_CANCEL, c->lim));
-    c->rc_again = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_again, braid_to_thread(self, two_fn, NULL, BRAID_ABANDON_ON_CANCEL, c->lim));
     return 0;
   }
   return CO_FELL_OFF;
@@ -929,7 +868,7 @@ static void test_to_thread_abandon_on_cancel_from_a_stepped_task(void **state) {
   (void)state;
   struct stepped_abandon_ctx c;
   memset(&c, 0, sizeof c);
-  gate_init(&c.g);
+  gate_init(&c.job.g);
   assert_int_equal(braid_limiter_new(1, &c.lim), 0);
   assert_int_equal(run_stepped_virtual(stepped_abandon_root, &c), 0);
   assert_int_equal(c.rc, BRAID_ECANCELED);
@@ -938,11 +877,11 @@ static void test_to_thread_abandon_on_cancel_from_a_stepped_task(void **state) {
   assert_int_equal(c.borrowed_at_return, 1);
   assert_int_equal(c.rc_acquire, 0);
   assert_int_equal(c.finished_at_acquire, 1);
-  assert_int_equal(atomic_load(&c.fn_saw_cancel), BRAID_ECANCELED);
+  assert_int_equal(atomic_load(&c.job.fn_saw_cancel), BRAID_ECANCELED);
   assert_int_equal(c.rc_again, 2);
   assert_int_equal(lim_stats(c.lim).borrowed, 0);
   assert_int_equal(braid_limiter_free(c.lim), 0);
-  gate_destroy(&c.g);
+  gate_destroy(&c.job.g);
 }
 
 /* ---- limiters ---------------------------------------------------------- */
@@ -969,11 +908,7 @@ struct bound_arg {
 static int bound_fn(void *arg) {
   struct bound_arg *a = arg;
   struct bound_ctx *c = a->c;
-  int now = atomic_fetch_add(&c->cur, 1) + 1;
-  int m = atomic_load(&c->max);
-  while (now > m && !atomic_compare_exchange_weak(&c->max, &m, now)) {
-  }
-  gate_wait(&c->g);
+  count_running_until_open(&c->cur, &c->max, &c->g);
   os_sleep_ns(2 * MSEC); /* let the others pile up, if the limiter failed */
   atomic_fetch_sub(&c->cur, 1);
   atomic_fetch_add(&c->ran, 1);
@@ -1059,11 +994,9 @@ static int token_stepped_child(braid_task *self, void *ctx, int resume) {
   switch (c->co.pc) {
   case 0:
     CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
-    AWAIT(&c->co, braid_to_thread(self, flag_fn, &c->ran, 0, c->lim));
-    c->rc_stepped = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_stepped, braid_to_thread(self, flag_fn, &c->ran, 0, c->lim));
     c->t_end_stepped = braid_now(self);
-    CHECK_INT(braid_scope_exit(c->s, c->rc_stepped), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    CHECK_INT(leave_scope(c->s, c->rc_stepped, NULL), 0);
     return 0;
   }
   return CO_FELL_OFF;
@@ -1079,8 +1012,7 @@ static int token_wait_root(braid_task *self, void *arg) {
   c->deadline = braid_scope_deadline(s);
   c->rc = braid_to_thread(self, flag_fn, &c->ran, 0, c->lim);
   c->t_end = braid_now(self);
-  CHECK_INT(braid_scope_exit(s, c->rc), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, c->rc, NULL), 0);
   close_group(g);
   c->waiting_after = lim_stats(c->lim).waiting;
   return 0;
@@ -1162,11 +1094,7 @@ static int default_stats_fn(void *arg) {
 
 static int default_gated_fn(void *arg) {
   struct default_ctx *c = arg;
-  int now = atomic_fetch_add(&c->cur, 1) + 1;
-  int m = atomic_load(&c->max);
-  while (now > m && !atomic_compare_exchange_weak(&c->max, &m, now)) {
-  }
-  gate_wait(&c->g);
+  count_running_until_open(&c->cur, &c->max, &c->g);
   atomic_fetch_sub(&c->cur, 1);
   return 0;
 }
@@ -1201,10 +1129,7 @@ static int default_root(braid_task *self, void *arg) {
 }
 
 static int fresh_default_root(braid_task *self, void *arg) {
-  braid_limiter_stats *st = arg;
-  braid_limiter *def = NULL;
-  CHECK_INT(braid_loop_default_limiter(braid_task_loop(self), &def), 0);
-  *st = lim_stats(def);
+  *(braid_limiter_stats *)arg = lim_stats(default_limiter(self));
   return 0;
 }
 
@@ -1365,6 +1290,13 @@ static int serve_root(braid_task *self, void *arg) {
   return 0;
 }
 
+/* Run thread_fn on a plain thread while a loop serves its requests. */
+static void serve(struct served *s, void *(*thread_fn)(void *)) {
+  memset(s, 0, sizeof *s);
+  s->thread_fn = thread_fn;
+  assert_int_equal(run_real(serve_root, s), 0);
+}
+
 static int answer_task(braid_task *self, void *arg) {
   struct served *s = arg;
   atomic_store(&s->task_ran, 1);
@@ -1396,9 +1328,7 @@ static void *call_answer_thread(void *arg) {
 static void test_from_thread_run_from_a_plain_thread_returns_the_tasks_result_or_failure(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_answer_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_answer_thread);
   assert_int_equal(s.rc, 42);
   assert_int_equal(atomic_load(&s.task_ran), 1);
   assert_int_equal(atomic_load(&s.on_loop_thread), 1);
@@ -1433,9 +1363,7 @@ static void *call_stepped_thread(void *arg) {
 static void test_from_thread_run_stepped_runs_a_stepped_task_and_returns_its_result(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_stepped_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_stepped_thread);
   assert_int_equal(s.rc, 43);
   assert_int_equal(atomic_load(&s.on_loop_thread), 1);
   assert_int_equal(atomic_load(&s.same_loop), 1); /* it was a stepped task */
@@ -1460,9 +1388,7 @@ static void *call_sync_thread(void *arg) {
 static void test_from_thread_run_sync_runs_fn_on_the_loop_thread_and_returns_its_result(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_sync_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_sync_thread);
   assert_int_equal(s.rc, 77);
   assert_int_equal(atomic_load(&s.task_ran), 1);
   assert_int_equal(atomic_load(&s.on_loop_thread), 1);
@@ -1531,8 +1457,7 @@ static int chain_root(braid_task *self, void *arg) {
   c->deadline = braid_scope_deadline(s);
   c->s.rc = braid_to_thread(self, call_back_sleeper_fn, &c->s, 0, NULL);
   c->t_end = braid_now(self);
-  c->exit_rc = braid_scope_exit(s, c->s.rc);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->exit_rc = leave_scope(s, c->s.rc, NULL);
   close_group(g);
   return 0;
 }
@@ -1563,18 +1488,14 @@ static void *canceller_thread(void *arg) {
 
 static void *call_in_cancelled_scope_thread(void *arg) {
   struct served *s = arg;
-  braid_scope *sc = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &sc), 0);
-  CHECK_INT(braid_scope_enter(NULL, sc), 0);
+  braid_scope *sc = enter_new_scope(NULL, BRAID_NEVER, 0);
   s->scope = braid_scope_ref(sc);
   pthread_t t;
   CHECK_INT(pthread_create(&t, NULL, canceller_thread, s), 0);
   s->rc = braid_from_thread_run(s->loop, inner_sleeper, s);
   pthread_join(t, NULL);
-  s->exit_rc = braid_scope_exit(sc, s->rc);
-  s->caught = braid_scope_cancelled_caught(sc);
+  s->exit_rc = leave_scope(sc, s->rc, &s->caught);
   CHECK_INT(braid_scope_unref(s->scope), 0);
-  CHECK_INT(braid_scope_unref(sc), 0);
   /* outside the scope the thread is not cancelled any more */
   s->rc2 = braid_from_thread_run(s->loop, eperm_task, s);
   return NULL;
@@ -1583,9 +1504,7 @@ static void *call_in_cancelled_scope_thread(void *arg) {
 static void test_from_thread_run_honours_the_calling_threads_scope_cancelled_by_another_thread(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_in_cancelled_scope_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_in_cancelled_scope_thread);
   assert_int_equal(atomic_load(&s.task_started), 1);
   assert_int_equal(s.task_rc, BRAID_ECANCELED); /* the task saw it */
   assert_int_equal(s.rc, BRAID_ECANCELED);      /* and from_thread_run returned it */
@@ -1596,21 +1515,16 @@ static void test_from_thread_run_honours_the_calling_threads_scope_cancelled_by_
 
 static void *call_with_deadline_thread(void *arg) {
   struct served *s = arg;
-  braid_scope *sc = NULL;
-  CHECK_INT(braid_scope_new(braid_now(NULL) + 20 * MSEC, 0, &sc), 0);
-  CHECK_INT(braid_scope_enter(NULL, sc), 0);
+  braid_scope *sc = enter_new_scope(NULL, braid_now(NULL) + 20 * MSEC, 0);
   s->rc = braid_from_thread_run(s->loop, inner_sleeper, s);
-  s->exit_rc = braid_scope_exit(sc, s->rc);
-  CHECK_INT(braid_scope_unref(sc), 0);
+  s->exit_rc = leave_scope(sc, s->rc, NULL);
   return NULL;
 }
 
 static void test_from_thread_run_honours_the_deadline_of_the_calling_threads_scope(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_with_deadline_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_with_deadline_thread);
   assert_int_equal(s.task_rc, BRAID_ECANCELED);
   assert_int_equal(s.rc, BRAID_ECANCELED);
   assert_int_equal(s.exit_rc, 0);
@@ -1618,23 +1532,17 @@ static void test_from_thread_run_honours_the_deadline_of_the_calling_threads_sco
 
 static void *call_precancelled_thread(void *arg) {
   struct served *s = arg;
-  braid_scope *sc = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &sc), 0);
-  CHECK_INT(braid_scope_enter(NULL, sc), 0);
-  CHECK_INT(braid_scope_cancel(sc), 0);
+  braid_scope *sc = enter_cancelled_scope(NULL);
   s->rc = braid_from_thread_run(s->loop, answer_task, s);
   s->rc2 = braid_from_thread_run_sync(s->loop, sync_fn, s);
-  s->exit_rc = braid_scope_exit(sc, BRAID_ECANCELED);
-  CHECK_INT(braid_scope_unref(sc), 0);
+  s->exit_rc = leave_scope(sc, BRAID_ECANCELED, NULL);
   return NULL;
 }
 
 static void test_from_thread_run_and_run_sync_in_a_cancelled_thread_scope_run_nothing(void **state) {
   (void)state;
   struct served s;
-  memset(&s, 0, sizeof s);
-  s.thread_fn = call_precancelled_thread;
-  assert_int_equal(run_real(serve_root, &s), 0);
+  serve(&s, call_precancelled_thread);
   assert_int_equal(s.rc, BRAID_ECANCELED);
   assert_int_equal(s.rc2, BRAID_ECANCELED);
   assert_int_equal(atomic_load(&s.task_ran), 0);
@@ -1803,39 +1711,28 @@ static void *plain_thread(void *arg) {
   c->rc_check_plain = braid_thread_check_cancelled();
   c->rc_short = braid_sleep(NULL, 200 * USEC);
 
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(braid_now(NULL) + 5 * MSEC, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(NULL, s), 0);
+  braid_scope *s = enter_new_scope(NULL, braid_now(NULL) + 5 * MSEC, 0);
   c->rc_deadline = braid_sleep(NULL, 3600 * SEC);
   c->rc_check_expired = braid_thread_check_cancelled();
-  c->exit_deadline = braid_scope_exit(s, c->rc_deadline);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->exit_deadline = leave_scope(s, c->rc_deadline, NULL);
 
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(NULL, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  s = enter_cancelled_scope(NULL);
   c->rc_precancelled = braid_sleep_forever(NULL);
   c->rc_check_cancelled = braid_thread_check_cancelled();
-  braid_scope *sh = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, BRAID_SHIELD, &sh), 0);
-  CHECK_INT(braid_scope_enter(NULL, sh), 0);
+  braid_scope *sh = enter_new_scope(NULL, BRAID_NEVER, BRAID_SHIELD);
   c->rc_shielded = braid_sleep(NULL, 200 * USEC);
-  CHECK_INT(braid_scope_exit(sh, c->rc_shielded), 0);
-  CHECK_INT(braid_scope_unref(sh), 0);
-  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(sh, c->rc_shielded, NULL), 0);
+  CHECK_INT(leave_scope(s, BRAID_ECANCELED, NULL), 0);
 
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(NULL, s), 0);
+  s = enter_new_scope(NULL, BRAID_NEVER, 0);
   c->other = braid_scope_ref(s);
   pthread_t t;
   CHECK_INT(pthread_create(&t, NULL, plain_canceller, c), 0);
   atomic_store(&c->sleeping, 1);
   c->rc_cancelled_by_other = braid_sleep(NULL, 3600 * SEC);
   pthread_join(t, NULL);
-  c->exit_other = braid_scope_exit(s, c->rc_cancelled_by_other);
+  c->exit_other = leave_scope(s, c->rc_cancelled_by_other, NULL);
   CHECK_INT(braid_scope_unref(c->other), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
   return NULL;
 }
 
@@ -1869,12 +1766,6 @@ struct errors_ctx {
   atomic_int worker_to_thread, worker_sleep_task;
 };
 
-static int noop_child(braid_task *self, void *arg) {
-  (void)self;
-  (void)arg;
-  return 0;
-}
-
 static int foreign_task_fn(void *arg) {
   struct errors_ctx *c = arg;
   atomic_store(&c->worker_to_thread, braid_to_thread(c->root, flag_fn, &c->ran, 0, NULL));
@@ -1892,7 +1783,7 @@ static int errors_root(braid_task *self, void *arg) {
   c->to_all_flags = braid_to_thread(self, flag_fn, &c->ran, ~0u, NULL);
   braid_group *g = open_group(self);
   braid_task *child = NULL;
-  CHECK_INT(braid_group_spawn(g, noop_child, NULL, NULL, &child), 0);
+  CHECK_INT(braid_group_spawn(g, child_noop, NULL, NULL, &child), 0);
   c->to_not_running = braid_to_thread(child, flag_fn, &c->ran, 0, NULL);
   close_group(g);
   /* blocking as "the calling plain thread" on a loop's thread */
@@ -1907,13 +1798,9 @@ static int errors_root(braid_task *self, void *arg) {
   CHECK_INT(braid_to_thread(self, foreign_task_fn, c, 0, NULL), 0);
   /* check_cancelled on the loop thread reports the running task */
   c->check_loop_thread = braid_thread_check_cancelled();
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  braid_scope *s = enter_cancelled_scope(self);
   c->check_loop_thread_cancelled = braid_thread_check_cancelled();
-  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, BRAID_ECANCELED, NULL), 0);
   braid_limiter *def = NULL;
   c->def_null_loop = braid_loop_default_limiter(NULL, &def);
   c->def_null_out = braid_loop_default_limiter(loop, NULL);

@@ -12,9 +12,6 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
 static braid_channel_stats tx_stats(braid_sender *tx) {
   braid_channel_stats st;
   memset(&st, 0, sizeof st);
@@ -32,7 +29,6 @@ static braid_channel_stats rx_stats(braid_receiver *rx) {
 }
 
 static int rx_waiting(braid_receiver *rx) { return (int)rx_stats(rx).waiting_receive; }
-static int tx_waiting_receive(braid_sender *tx) { return (int)tx_stats(tx).waiting_receive; }
 static int tx_waiting(braid_sender *tx) { return (int)tx_stats(tx).waiting_send; }
 
 typedef struct chan {
@@ -89,8 +85,10 @@ static int send_wait(braid_task *t, sw *w) { return braid_channel_send(t, (braid
 static int send_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
   return braid_channel_send_cb((braid_sender *)w->obj, w->item, cb, ud, out);
 }
-static const sw_ops recv_ops = {recv_wait, recv_wait_cb, NULL};
-static const sw_ops send_ops = {send_wait, send_wait_cb, NULL};
+static int recv_queued(void *rx) { return rx_waiting(rx); }
+static int send_queued(void *tx) { return tx_waiting(tx); }
+static const sw_ops recv_ops = {recv_wait, recv_wait_cb, NULL, recv_queued};
+static const sw_ops send_ops = {send_wait, send_wait_cb, NULL, send_queued};
 
 /* ---- construction and statistics ------------------------------------------------------ */
 
@@ -374,11 +372,7 @@ static void run_side(int kind, size_t buffer, int waiter_sends) {
     assert_ptr_equal(c.w.item, ITEM(7));
     assert_int_equal(c.rc_other_nowait, BRAID_EWOULDBLOCK);
   }
-  if (kind == W_CB) {
-    assert_int_equal(atomic_load(&c.w.cb.calls), 1);
-    assert_int_equal(atomic_load(&c.w.cb.on_task), 0);
-    assert_false(near_addr(atomic_load(&c.w.cb.frame), c.root_frame, 256 * 1024));
-  }
+  if (kind == W_CB) assert_cb_waiter_called_off_task(&c.w, c.root_frame);
 }
 
 static void test_channel_a_waiting_stackful_receiver_gets_the_next_item(void **state) {
@@ -851,64 +845,49 @@ static void test_channel_waiting_threads_whose_scopes_are_cancelled_get_ecancele
   chan c = new_chan(0, NULL);
   sw r, s;
   sw_init(&r, &recv_ops, rx_clone(c.rx), W_THREAD, 1, NULL);
-  r.scope = new_scope(BRAID_NEVER, 0);
-  braid_scope *rs = braid_scope_ref(r.scope);
-  assert_int_equal(sw_start(NULL, &r), 0);
-  WAIT_UNTIL(NULL, rx_waiting(c.rx) == 1);
-  assert_int_equal(braid_scope_cancel(rs), 0);
-  WAIT_UNTIL(NULL, sw_done(&r));
-  sw_join_rx(&r);
-  assert_int_equal(sw_rc(&r), BRAID_ECANCELED);
-  assert_int_equal(rx_waiting(c.rx), 0);
+  sw_thread_scope_cancelled(&r);
+  assert_int_equal(braid_receiver_free(r.obj), 0);
   /* Now a sender with a short real deadline. */
   sw_init(&s, &send_ops, tx_clone(c.tx), W_THREAD, 2, NULL);
   s.item = ITEM(3);
-  s.scope = new_scope(braid_now(NULL) + 30 * MSEC, 0);
-  int64_t t0 = real_ns();
-  assert_int_equal(sw_start(NULL, &s), 0);
-  WAIT_UNTIL(NULL, sw_done(&s));
-  int64_t elapsed = real_ns() - t0;
-  sw_join_tx(&s);
-  assert_int_equal(sw_rc(&s), BRAID_ECANCELED);
-  assert_true(elapsed >= 25 * MSEC);
-  assert_int_equal(tx_waiting(c.tx), 0);
+  sw_thread_short_deadline(&s, 30 * MSEC);
+  assert_int_equal(braid_sender_free(s.obj), 0);
   void *it = NULL;
   assert_int_equal(braid_channel_receive_nowait(c.rx, &it), BRAID_EWOULDBLOCK);
-  assert_int_equal(braid_scope_unref(rs), 0);
-  assert_int_equal(braid_scope_unref(r.scope), 0);
-  assert_int_equal(braid_scope_unref(s.scope), 0);
   close_chan(c);
 }
 
 struct level_ctx {
-  atomic_int sibling_ran;
-  int rc_recv, rc_send, ran_before_return;
+  level_case lc;
+  chan ch;
+  int rc_send;
   void *slot;
   size_t buffered_after;
 };
 
+static int level_receive(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  c->slot = ITEM(9);
+  return braid_channel_receive(self, c->ch.rx, &c->slot);
+}
+
+static void level_more(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  c->rc_send = braid_channel_send(self, c->ch.tx, ITEM(2));
+  c->buffered_after = tx_stats(c->ch.tx).buffered;
+}
+
 static int level_root(braid_task *self, void *arg) {
   struct level_ctx *c = arg;
-  chan ch = new_chan(2, NULL);
-  CHECK_INT(braid_channel_send_nowait(ch.tx, ITEM(1)), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling_ran, NULL, NULL), 0);
-  braid_scope *s = cancelled_scope();
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->slot = ITEM(9);
-  c->rc_recv = braid_channel_receive(self, ch.rx, &c->slot);
-  c->ran_before_return = atomic_load(&c->sibling_ran);
-  c->rc_send = braid_channel_send(self, ch.tx, ITEM(2));
-  c->buffered_after = tx_stats(ch.tx).buffered;
-  CHECK_INT(braid_scope_exit(s, c->rc_recv), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
-  close_group(g);
+  c->ch = new_chan(2, NULL);
+  CHECK_INT(braid_channel_send_nowait(c->ch.tx, ITEM(1)), 0);
+  c->lc = (level_case){.op = level_receive, .more = level_more, .ud = c};
+  level_case_run(self, &c->lc);
   void *it = NULL;
-  CHECK_INT(braid_channel_receive_nowait(ch.rx, &it), 0);
+  CHECK_INT(braid_channel_receive_nowait(c->ch.rx, &it), 0);
   CHECK_PTR(it, ITEM(1));
-  CHECK_INT(braid_channel_receive_nowait(ch.rx, &it), BRAID_EWOULDBLOCK);
-  close_chan(ch);
+  CHECK_INT(braid_channel_receive_nowait(c->ch.rx, &it), BRAID_EWOULDBLOCK);
+  close_chan(c->ch);
   return 0;
 }
 
@@ -917,8 +896,7 @@ static void test_channel_send_and_receive_in_a_cancelled_scope_yield_and_fail_wi
   struct level_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(level_root, &c), 0);
-  assert_int_equal(c.rc_recv, BRAID_ECANCELED);
-  assert_int_equal(c.ran_before_return, 1);
+  assert_level_case(&c.lc);
   assert_ptr_equal(c.slot, ITEM(9));
   assert_int_equal(c.rc_send, BRAID_ECANCELED);
   assert_int_equal(c.buffered_after, 1);
@@ -926,126 +904,84 @@ static void test_channel_send_and_receive_in_a_cancelled_scope_yield_and_fail_wi
 
 /* ---- races --------------------------------------------------------------------------------------------- */
 
-#if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 100
-#else
-#define RACE_ITERS 400
-#endif
+/* A waiting receiver (a fresh clone each round) raced by a nowait send. */
+static void race_new_receiver(race_case *rc) { rc->obj = rx_clone(((chan *)rc->ud)->rx); }
+static int race_send(race_case *rc) { return braid_channel_send_nowait(((chan *)rc->ud)->tx, ITEM(rc->round)); }
 
-struct race_arg {
-  braid_scope *scope;
-  braid_wait *w;
-  braid_receiver *rx;
-  spin_barrier go;
-  unsigned delay;
-  atomic_int rc;
-  void *item;
-};
-
-static void *race_scope_canceller(void *arg) {
-  struct race_arg *a = arg;
-  barrier_wait(&a->go);
-  spin_for(a->delay);
-  CHECK_INT(braid_scope_cancel(a->scope), 0);
-  return NULL;
-}
-
-static void *race_receiver(void *arg) {
-  struct race_arg *a = arg;
-  barrier_wait(&a->go);
-  spin_for(a->delay);
-  atomic_store(&a->rc, braid_channel_receive_nowait(a->rx, &a->item));
-  return NULL;
+static void race_check(race_case *rc, sw *r) {
+  if (rc->rc_wake == 0) {
+    /* Handed over: the receiver has it, whatever the cancellation. */
+    CHECK_INT(sw_rc(r), 0);
+    CHECK_PTR(r->item, ITEM(rc->round));
+  } else {
+    CHECK_INT(rc->rc_wake, BRAID_EWOULDBLOCK);
+    CHECK_INT(sw_rc(r), BRAID_ECANCELED);
+  }
+  braid_channel_stats st = tx_stats(((chan *)rc->ud)->tx);
+  CHECK_INT(st.waiting_receive, 0);
+  CHECK_INT(st.buffered, 0);
+  CHECK_INT(braid_receiver_free(rc->obj), 0);
 }
 
 static void test_channel_race_send_against_cancel_of_a_waiting_receiver_delivers_or_keeps_the_item(void **state) {
   (void)state;
   chan c = new_chan(0, NULL);
-  int delivered = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    sw r;
-    sw_init(&r, &recv_ops, rx_clone(c.rx), W_THREAD, 1, NULL);
-    r.scope = new_scope(BRAID_NEVER, 0);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    a.scope = braid_scope_ref(r.scope);
-    a.delay = tuner_canceller_delay(&tu);
-    barrier_init(&a.go, 2);
-    assert_int_equal(sw_start(NULL, &r), 0);
-    WAIT_UNTIL(NULL, tx_waiting_receive(c.tx) == 1);
-    pthread_t k;
-    assert_int_equal(pthread_create(&k, NULL, race_scope_canceller, &a), 0);
-    barrier_wait(&a.go);
-    spin_for(tuner_waker_delay(&tu));
-    int rc_send = braid_channel_send_nowait(c.tx, ITEM(i));
-    assert_int_equal(pthread_join(k, NULL), 0);
-    sw_join_rx(&r);
-    int rc = sw_rc(&r);
-    tuner_update(&tu, rc == 0);
-    if (rc_send == 0) {
-      /* Handed over: the receiver has it, whatever the cancellation. */
-      delivered++;
-      CHECK_INT(rc, 0);
-      CHECK_PTR(r.item, ITEM(i));
-    } else {
-      cancelled++;
-      CHECK_INT(rc_send, BRAID_EWOULDBLOCK);
-      CHECK_INT(rc, BRAID_ECANCELED);
-    }
-    braid_channel_stats st = tx_stats(c.tx);
-    CHECK_INT(st.waiting_receive, 0);
-    CHECK_INT(st.buffered, 0);
-    CHECK_INT(braid_scope_unref(a.scope), 0);
-    CHECK_INT(braid_scope_unref(r.scope), 0);
-  }
-  print_message("  %d delivered, %d cancelled (jitter %d)\n", delivered, cancelled, tu.d);
-  assert_int_equal(delivered + cancelled, RACE_ITERS);
+  race_case rc = {.ops = &recv_ops, .setup = race_new_receiver, .wake = race_send, .check = race_check, .ud = &c};
+  run_race_case(&rc);
   close_chan(c);
+}
+
+/* A callback sender raced by a nowait receive (from a fresh clone each
+ * round) and the cancellation of its wait. */
+struct cb_race_ctx {
+  chan ch;
+  braid_receiver *rx;
+  void *item;
+};
+
+static void cb_race_new_receiver(cb_race_case *rc) {
+  struct cb_race_ctx *c = rc->ud;
+  c->rx = rx_clone(c->ch.rx);
+  c->item = NULL;
+}
+
+static int cb_race_reg(cb_race_case *rc, braid_wait_cb cb, void *ud, braid_wait **out) {
+  return braid_channel_send_cb(((struct cb_race_ctx *)rc->ud)->ch.tx, ITEM(rc->round), cb, ud, out);
+}
+
+static int cb_race_receive(cb_race_case *rc) {
+  struct cb_race_ctx *c = rc->ud;
+  return braid_channel_receive_nowait(c->rx, &c->item);
+}
+
+static void cb_race_check(cb_race_case *rc, int woke) {
+  struct cb_race_ctx *c = rc->ud;
+  if (woke) {
+    CHECK_INT(rc->rc_wake, 0);
+    CHECK_PTR(c->item, ITEM(rc->round));
+  } else {
+    CHECK_INT(rc->rc_wake, BRAID_EWOULDBLOCK);
+  }
+}
+
+static void cb_race_free_receiver(cb_race_case *rc) {
+  struct cb_race_ctx *c = rc->ud;
+  CHECK_INT(tx_waiting(c->ch.tx), 0);
+  CHECK_INT(braid_receiver_free(c->rx), 0);
 }
 
 static void test_channel_race_receive_against_wait_cancel_of_a_callback_sender_never_loses_the_item(void **state) {
   (void)state;
-  chan c = new_chan(0, NULL);
-  int delivered = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    cb_rec r;
-    cb_rec_init(&r, NULL, 0);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    a.rx = rx_clone(c.rx);
-    a.delay = tuner_waker_delay(&tu);
-    barrier_init(&a.go, 2);
-    braid_wait *w = NULL;
-    assert_int_equal(braid_channel_send_cb(c.tx, ITEM(i), cb_record, &r, &w), BRAID_EPENDING);
-    pthread_t k;
-    assert_int_equal(pthread_create(&k, NULL, race_receiver, &a), 0);
-    barrier_wait(&a.go);
-    spin_for(tuner_canceller_delay(&tu));
-    int rc_cancel = braid_wait_cancel(w);
-    assert_int_equal(pthread_join(k, NULL), 0);
-    int rc_recv = atomic_load(&a.rc);
-    CHECK_INT(atomic_load(&r.calls), 1);
-    tuner_update(&tu, rc_cancel != 0);
-    if (rc_cancel == 0) {
-      cancelled++;
-      CHECK_INT(atomic_load(&r.result), BRAID_ECANCELED);
-      CHECK_INT(rc_recv, BRAID_EWOULDBLOCK);
-    } else {
-      delivered++;
-      CHECK_INT(rc_cancel, BRAID_ESTATE);
-      CHECK_INT(atomic_load(&r.result), 0);
-      CHECK_INT(rc_recv, 0);
-      CHECK_PTR(a.item, ITEM(i));
-    }
-    CHECK_INT(braid_wait_free(w), 0);
-    CHECK_INT(tx_waiting(c.tx), 0);
-    CHECK_INT(braid_receiver_free(a.rx), 0);
-  }
-  print_message("  %d delivered, %d cancelled (jitter %d)\n", delivered, cancelled, tu.d);
-  assert_int_equal(delivered + cancelled, RACE_ITERS);
-  close_chan(c);
+  struct cb_race_ctx c = {new_chan(0, NULL), NULL, NULL};
+  cb_race_case rc = {.wake_in_thread = 1,
+                     .setup = cb_race_new_receiver,
+                     .reg = cb_race_reg,
+                     .wake = cb_race_receive,
+                     .check = cb_race_check,
+                     .teardown = cb_race_free_receiver,
+                     .ud = &c};
+  run_cb_race_case(&rc);
+  close_chan(c.ch);
 }
 
 /* ---- errors ---------------------------------------------------------------------------------------------- */
@@ -1105,50 +1041,39 @@ static void test_channel_null_arguments_are_einval(void **state) {
 
 struct wrong_ctx {
   chan ch;
-  braid_task *root, *sleeper;
-  int rc_send_other_thread, rc_recv_other_thread, rc_send_not_running, rc_recv_not_running;
-  int rc_recv_null_in_loop, rc_send_null_in_loop;
+  wrong_calls send, recv;
   braid_channel_stats after;
 };
 
-static void *wrong_thread_calls(void *arg) {
+static int wrong_send(braid_task *task, void *arg) {
   struct wrong_ctx *c = arg;
-  void *it = NULL;
-  c->rc_send_other_thread = braid_channel_send(c->root, c->ch.tx, ITEM(1));
-  c->rc_recv_other_thread = braid_channel_receive(c->root, c->ch.rx, &it);
-  return NULL;
+  return braid_channel_send(task, c->ch.tx, ITEM(2));
 }
 
-static int sleeper_body(braid_task *self, void *arg) {
-  (void)arg;
-  return braid_sleep_forever(self);
+static int wrong_receive(braid_task *task, void *arg) {
+  struct wrong_ctx *c = arg;
+  void *it = NULL;
+  return braid_channel_receive(task, c->ch.rx, &it);
 }
 
 static int wrong_root(braid_task *self, void *arg) {
   struct wrong_ctx *c = arg;
-  c->root = self;
   c->ch = new_chan(1, NULL);
   /* Room to send and nothing to receive, then the reverse: a refused call
    * must neither send nor receive. */
-  CHECK_INT(in_thread(wrong_thread_calls, c), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleeper_body, NULL, NULL, &c->sleeper), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
-  void *it = NULL;
-  c->rc_send_not_running = braid_channel_send(c->sleeper, c->ch.tx, ITEM(2));
+  c->send.rc_other_thread = call_from_another_thread(wrong_send, self, c);
+  c->recv.rc_other_thread = call_from_another_thread(wrong_receive, self, c);
+  c->send.rc_not_running = call_naming_a_blocked_task(self, wrong_send, c);
   c->after = tx_stats(c->ch.tx);
   CHECK_INT(braid_channel_send_nowait(c->ch.tx, ITEM(3)), 0);
-  c->rc_recv_not_running = braid_channel_receive(c->sleeper, c->ch.rx, &it);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->recv.rc_not_running = call_naming_a_blocked_task(self, wrong_receive, c);
   /* Full: a thread send would block the loop. */
-  c->rc_send_null_in_loop = braid_channel_send(NULL, c->ch.tx, ITEM(4));
+  c->send.rc_null_in_loop = braid_channel_send(NULL, c->ch.tx, ITEM(4));
+  void *it = NULL;
   CHECK_INT(braid_channel_receive_nowait(c->ch.rx, &it), 0);
   CHECK_PTR(it, ITEM(3));
   /* Empty: a thread receive would block the loop. */
-  c->rc_recv_null_in_loop = braid_channel_receive(NULL, c->ch.rx, &it);
+  c->recv.rc_null_in_loop = braid_channel_receive(NULL, c->ch.rx, &it);
   CHECK_INT(tx_stats(c->ch.tx).waiting_send, 0);
   CHECK_INT(rx_stats(c->ch.rx).waiting_receive, 0);
   close_chan(c->ch);
@@ -1160,13 +1085,9 @@ static void test_channel_wrong_thread_and_wrong_task_are_refused(void **state) {
   struct wrong_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_real(wrong_root, &c), 0);
-  assert_true(c.rc_send_other_thread == BRAID_ETHREAD || c.rc_send_other_thread == BRAID_ESTATE);
-  assert_true(c.rc_recv_other_thread == BRAID_ETHREAD || c.rc_recv_other_thread == BRAID_ESTATE);
-  assert_int_equal(c.rc_send_not_running, BRAID_ESTATE);
+  assert_wrong_calls(&c.send);
+  assert_wrong_calls(&c.recv);
   assert_int_equal(c.after.buffered, 0);
-  assert_int_equal(c.rc_recv_not_running, BRAID_ESTATE);
-  assert_int_equal(c.rc_send_null_in_loop, BRAID_ETHREAD);
-  assert_int_equal(c.rc_recv_null_in_loop, BRAID_ETHREAD);
 }
 
 static void test_channel_allocation_failures_are_enomem_and_leak_nothing(void **state) {

@@ -4,7 +4,7 @@
  * yield) and braid_cancel_shielded_checkpoint (yield, never fail), plus
  * braid_task_cancelled, on stackful tasks.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -52,13 +52,8 @@ static int yield_child(braid_task *self, void *arg) {
 }
 
 static int yield_root(braid_task *self, void *arg) {
-  struct yield_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, yield_child, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_spawn(g, yield_child, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  static const braid_fn children[] = {yield_child, yield_child};
+  run_children(self, children, 2, arg);
   return 0;
 }
 
@@ -89,24 +84,16 @@ struct child_ran_ctx {
   int rc_if_cancelled, rc_checkpoint, rc_shielded;
 };
 
-static int set_flag_child(braid_task *self, void *arg) {
-  (void)self;
-  *(int *)arg = 1;
-  return 0;
-}
-
 static int if_cancelled_no_yield_root(braid_task *self, void *arg) {
   struct child_ran_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->child_ran, NULL, NULL), 0);
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->child_ran, NULL, NULL), 0);
   c->ran_after_group_spawn = c->child_ran;
   c->rc_if_cancelled = braid_checkpoint_if_cancelled(self);
   c->ran_after_if_cancelled = c->child_ran;
   c->rc_checkpoint = braid_checkpoint(self);
   c->ran_after_checkpoint = c->child_ran;
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -124,12 +111,9 @@ static void test_checkpoint_if_cancelled_does_not_yield(void **state) {
 
 static int shielded_checkpoint_root(braid_task *self, void *arg) {
   struct child_ran_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->child_ran, NULL, NULL), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->child_ran, NULL, NULL), 0);
   CHECK_INT(braid_scope_cancel(s), 0);
   c->rc_shielded = braid_cancel_shielded_checkpoint(self);
   c->ran_after_shielded = c->child_ran;
@@ -139,8 +123,7 @@ static int shielded_checkpoint_root(braid_task *self, void *arg) {
   int rc = braid_group_close(g, c->rc_checkpoint);
   CHECK_INT(rc, BRAID_ECANCELED);
   CHECK_INT(braid_group_free(g), 0);
-  CHECK_INT(braid_scope_exit(s, rc), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, rc, NULL), 0);
   return 0;
 }
 
@@ -165,9 +148,7 @@ struct level_ctx {
 
 static int level_root(braid_task *self, void *arg) {
   struct level_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   c->cancelled_flags[0] = braid_task_cancelled(self);
   CHECK_INT(braid_scope_cancel(s), 0);
   c->cancelled_flags[1] = braid_task_cancelled(self);
@@ -219,17 +200,15 @@ static int cancel_scope_child(braid_task *self, void *arg) {
 
 static int cancel_during_yield_root(braid_task *self, void *arg) {
   struct pending_cancel_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
-  CHECK_INT(braid_group_open(self, &g), 0);
+  c->scope = new_scope(BRAID_NEVER, 0);
+  braid_group *g = open_group(self);
   CHECK_INT(braid_scope_enter(self, c->scope), 0);
   CHECK_INT(braid_group_spawn(g, cancel_scope_child, c, NULL, NULL), 0);
   /* The child runs during this yield and cancels our scope: the
    * checkpoint fails after the yield. */
   c->rc_cp_when_cancelled_meanwhile = braid_checkpoint(self);
   CHECK_INT(braid_scope_exit(c->scope, c->rc_cp_when_cancelled_meanwhile), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   CHECK_INT(braid_scope_unref(c->scope), 0);
   return 0;
 }
@@ -245,49 +224,29 @@ static void test_checkpoint_fails_when_cancelled_during_its_yield(void **state) 
 
 /* ---- argument and state errors ---------------------------------------- */
 
-struct cp_errors_ctx {
-  braid_task *child;
-  int rc[6];
-  int child_rc;
-};
-
-static int sleeping_child(braid_task *self, void *arg) {
-  struct cp_errors_ctx *c = arg;
-  c->child_rc = braid_sleep_forever(self);
-  return c->child_rc;
+static void checkpoints_of_a_task_not_running(braid_task *self, braid_task *child, void *arg) {
+  (void)self;
+  refusals *r = arg;
+  r->on_child[0] = braid_checkpoint(child);
+  r->on_child[1] = braid_checkpoint_if_cancelled(child);
+  r->on_child[2] = braid_cancel_shielded_checkpoint(child);
 }
 
 static int cp_errors_root(braid_task *self, void *arg) {
-  struct cp_errors_ctx *c = arg;
-  c->rc[0] = braid_checkpoint(NULL);
-  c->rc[1] = braid_checkpoint_if_cancelled(NULL);
-  c->rc[2] = braid_cancel_shielded_checkpoint(NULL);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleeping_child, c, NULL, &c->child), 0);
-  CHECK_INT(braid_checkpoint(self), 0); /* the child is now asleep */
-  c->rc[3] = braid_checkpoint(c->child);
-  c->rc[4] = braid_checkpoint_if_cancelled(c->child);
-  c->rc[5] = braid_cancel_shielded_checkpoint(c->child);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  refusals *r = arg;
+  r->on_null[0] = braid_checkpoint(NULL);
+  r->on_null[1] = braid_checkpoint_if_cancelled(NULL);
+  r->on_null[2] = braid_cancel_shielded_checkpoint(NULL);
+  r->child_rc = with_sleeping_child(self, checkpoints_of_a_task_not_running, r);
   return 0;
 }
 
 static void test_checkpoints_reject_null_and_a_task_that_is_not_running(void **state) {
   (void)state;
-  struct cp_errors_ctx c;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual(cp_errors_root, &c), 0);
-  assert_int_equal(c.rc[0], BRAID_EINVAL);
-  assert_int_equal(c.rc[1], BRAID_EINVAL);
-  assert_int_equal(c.rc[2], BRAID_EINVAL);
-  assert_int_equal(c.rc[3], BRAID_ESTATE);
-  assert_int_equal(c.rc[4], BRAID_ESTATE);
-  assert_int_equal(c.rc[5], BRAID_ESTATE);
-  /* The refused calls did not disturb the child's wait. */
-  assert_int_equal(c.child_rc, BRAID_ECANCELED);
+  refusals r;
+  memset(&r, 0, sizeof r);
+  assert_int_equal(run_virtual(cp_errors_root, &r), 0);
+  assert_refusals(&r, BRAID_EINVAL);
 }
 
 /* ---- busy tasks do not starve timers or other threads (real clock) ---- */
@@ -321,12 +280,8 @@ static int timed_sleeper(braid_task *self, void *arg) {
 }
 
 static int timer_starve_root(braid_task *self, void *arg) {
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, timed_sleeper, arg, NULL, NULL), 0);
-  CHECK_INT(braid_group_spawn(g, spinner, arg, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  static const braid_fn children[] = {timed_sleeper, spinner};
+  run_children(self, children, 2, arg);
   return 0;
 }
 
@@ -361,14 +316,12 @@ static int thread_starve_root(braid_task *self, void *arg) {
   struct starve_ctx *c = arg;
   CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
   c->thread_ref = braid_scope_ref(c->scope);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn(g, scoped_sleeper, c, NULL, NULL), 0);
   CHECK_INT(braid_group_spawn(g, spinner, c, NULL, NULL), 0);
   pthread_t t;
   CHECK_INT(pthread_create(&t, NULL, cancel_after_10ms, c), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   CHECK_INT(pthread_join(t, NULL), 0);
   CHECK_INT(braid_scope_unref(c->scope), 0);
   return 0;

@@ -10,28 +10,6 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
-static braid_lock_stats lstats(braid_lock *l) {
-  braid_lock_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  CHECK_INT(braid_lock_statistics(l, &s), 0);
-  return s;
-}
-
-static braid_condition_stats cstats(braid_condition *c) {
-  braid_condition_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  s.lock.size = sizeof s.lock;
-  CHECK_INT(braid_condition_statistics(c, &s), 0);
-  return s;
-}
-
-static int cond_waiting(braid_condition *c) { return (int)cstats(c).waiting; }
-
 /* ---- a condition waiter of any kind (no callback waiters for conditions) ---- */
 
 typedef struct cwaiter {
@@ -49,18 +27,11 @@ typedef struct cwaiter {
   atomic_int owner_kind_after;
   _Atomic uint64_t owner_id_after;
   braid_time_t woke_at;
-  pthread_t thread;
-  int thread_running;
-  braid_task *task;
+  waiter_run run;
 } cwaiter;
 
 static void cw_init(cwaiter *w, int kind, int tag, braid_lock *l, braid_condition *c, order_log *log) {
-  memset(w, 0, sizeof *w);
-  w->kind = kind;
-  w->tag = tag;
-  w->lock = l;
-  w->cond = c;
-  w->log = log;
+  *w = (cwaiter){.kind = kind, .tag = tag, .lock = l, .cond = c, .log = log};
   atomic_store(&w->rc_wait, 1);
   atomic_store(&w->rc_acquire, 1);
 }
@@ -120,41 +91,34 @@ static void *cw_thread(void *arg) {
 }
 
 static int cw_start(braid_group *g, cwaiter *w) {
-  switch (w->kind) {
-  case W_TASK: {
-    braid_spawn_opts o = spawn_opts(NULL, 64 * 1024);
-    return braid_group_spawn(g, cw_task, w, &o, &w->task);
-  }
-  case W_STEPPED:
-    return braid_group_spawn_stepped(g, cw_step, w, NULL, &w->task);
-  case W_THREAD: {
-    int e = pthread_create(&w->thread, NULL, cw_thread, w);
-    if (e == 0) w->thread_running = 1;
-    return e;
-  }
-  }
-  return BRAID_EINVAL;
+  static const waiter_bodies bodies = {cw_task, cw_step, cw_thread};
+  return waiter_start(g, w->kind, &bodies, w, &w->run);
 }
 
-static void cw_join(cwaiter *w) {
-  if (w->thread_running) {
-    CHECK_INT(pthread_join(w->thread, NULL), 0);
-    w->thread_running = 0;
-  }
-}
+static void cw_join(cwaiter *w) { waiter_join(&w->run); }
 
 static int cw_owner_kind(const cwaiter *w) { return w->kind == W_THREAD ? BRAID_OWNER_THREAD : BRAID_OWNER_TASK; }
 
-static braid_lock *new_lock(void) {
-  braid_lock *l = NULL;
-  CHECK_INT(braid_lock_new(&l), 0);
-  return l;
+/* Start a plain-thread waiter (its scope, if any, set) on l and c; return
+ * once it is the n-th waiting on c. */
+static void cw_start_thread(cwaiter *w, int tag, braid_lock *l, braid_condition *c, braid_scope *scope, int n) {
+  cw_init(w, W_THREAD, tag, l, c, NULL);
+  w->scope = scope;
+  assert_int_equal(cw_start(NULL, w), 0);
+  WAIT_UNTIL(NULL, cond_waiting(c) == n);
 }
 
-static braid_condition *new_cond(braid_lock *l) {
-  braid_condition *c = NULL;
-  CHECK_INT(braid_condition_new(l, &c), 0);
-  return c;
+/* Wait until a thread waiter is done and join it. */
+static void cw_finish(cwaiter *w) {
+  WAIT_UNTIL(NULL, atomic_load(&w->done));
+  cw_join(w);
+}
+
+/* The wait returned rc, with the waiter owning the lock again. */
+static void assert_cw_returned(cwaiter *w, int rc) {
+  assert_int_equal(atomic_load(&w->rc_wait), rc);
+  assert_int_equal(atomic_load(&w->owner_kind_after), cw_owner_kind(w));
+  assert_int_equal(atomic_load(&w->owner_id_after), atomic_load(&w->id));
 }
 
 /* ---- basics ---------------------------------------------------------------------- */
@@ -225,10 +189,7 @@ static void run_basic(int kind) {
   assert_int_equal(c.while_waiting.lock.locked, 0);
   assert_int_equal(c.rc_notify, 0);
   assert_int_equal(c.after_notify.waiting, 0);
-  assert_int_equal(atomic_load(&c.w.rc_wait), 0);
-  /* It returned owning the lock again. */
-  assert_int_equal(atomic_load(&c.w.owner_kind_after), cw_owner_kind(&c.w));
-  assert_int_equal(atomic_load(&c.w.owner_id_after), atomic_load(&c.w.id));
+  assert_cw_returned(&c.w, 0);
   if (kind != W_THREAD) {
     assert_int_equal(c.owner_after_release.owner_kind, BRAID_OWNER_TASK);
     assert_int_equal(c.owner_after_release.owner_id, atomic_load(&c.w.id));
@@ -329,18 +290,13 @@ static void test_condition_notify_by_a_thread_owner_wakes_a_waiting_thread(void 
   braid_lock *l = new_lock();
   braid_condition *c = new_cond(l);
   cwaiter w;
-  cw_init(&w, W_THREAD, 1, l, c, NULL);
-  assert_int_equal(cw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, cond_waiting(c) == 1);
+  cw_start_thread(&w, 1, l, c, NULL, 1);
   assert_int_equal(braid_lock_acquire(NULL, l), 0);
   assert_int_equal(braid_condition_notify(NULL, c, 5), 0); /* more than wait: fine */
   assert_int_equal(cond_waiting(c), 0);
   assert_int_equal(braid_lock_release(NULL, l), 0);
-  WAIT_UNTIL(NULL, atomic_load(&w.done));
-  cw_join(&w);
-  assert_int_equal(atomic_load(&w.rc_wait), 0);
-  assert_int_equal(atomic_load(&w.owner_kind_after), BRAID_OWNER_THREAD);
-  assert_int_equal(atomic_load(&w.owner_id_after), atomic_load(&w.id));
+  cw_finish(&w);
+  assert_cw_returned(&w, 0);
   assert_int_equal(braid_condition_free(c), 0);
   assert_int_equal(braid_lock_free(l), 0);
 }
@@ -392,8 +348,7 @@ static void run_cancel(int kind) {
   assert_int_equal(c.waiting_after_deadline, 0); /* it left the condition's queue at the deadline */
   assert_int_equal(c.done_while_held, 0);        /* but returned only with the lock */
   assert_int_equal(c.w.woke_at, c.released_at);
-  assert_int_equal(atomic_load(&c.w.owner_kind_after), BRAID_OWNER_TASK);
-  assert_int_equal(atomic_load(&c.w.owner_id_after), atomic_load(&c.w.id));
+  assert_cw_returned(&c.w, BRAID_ECANCELED);
 }
 
 static void test_condition_a_cancelled_stackful_waiter_returns_ecanceled_only_once_it_owns_the_lock(void **state) {
@@ -411,11 +366,8 @@ static void test_condition_a_thread_whose_scope_is_cancelled_returns_ecanceled_o
   braid_lock *l = new_lock();
   braid_condition *c = new_cond(l);
   cwaiter w;
-  cw_init(&w, W_THREAD, 1, l, c, NULL);
-  w.scope = new_scope(BRAID_NEVER, 0);
+  cw_start_thread(&w, 1, l, c, new_scope(BRAID_NEVER, 0), 1);
   braid_scope *mine = braid_scope_ref(w.scope);
-  assert_int_equal(cw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, cond_waiting(c) == 1);
   assert_int_equal(braid_lock_acquire(NULL, l), 0);
   assert_int_equal(braid_scope_cancel(mine), 0);
   WAIT_UNTIL(NULL, cond_waiting(c) == 0);
@@ -423,11 +375,8 @@ static void test_condition_a_thread_whose_scope_is_cancelled_returns_ecanceled_o
   assert_int_equal(atomic_load(&w.done), 0); /* it waits for the lock we hold */
   assert_int_equal(lstats(l).waiting, 1);
   assert_int_equal(braid_lock_release(NULL, l), 0);
-  WAIT_UNTIL(NULL, atomic_load(&w.done));
-  cw_join(&w);
-  assert_int_equal(atomic_load(&w.rc_wait), BRAID_ECANCELED);
-  assert_int_equal(atomic_load(&w.owner_kind_after), BRAID_OWNER_THREAD);
-  assert_int_equal(atomic_load(&w.owner_id_after), atomic_load(&w.id));
+  cw_finish(&w);
+  assert_cw_returned(&w, BRAID_ECANCELED);
   assert_int_equal(lstats(l).locked, 0);
   assert_int_equal(braid_scope_unref(mine), 0);
   assert_int_equal(braid_scope_unref(w.scope), 0);
@@ -447,9 +396,8 @@ static void test_condition_a_thread_with_a_short_real_deadline_returns_ecanceled
   WAIT_UNTIL(NULL, atomic_load(&w.done));
   int64_t elapsed = real_ns() - t0;
   cw_join(&w);
-  assert_int_equal(atomic_load(&w.rc_wait), BRAID_ECANCELED);
+  assert_cw_returned(&w, BRAID_ECANCELED);
   assert_true(elapsed >= 25 * MSEC);
-  assert_int_equal(atomic_load(&w.owner_kind_after), BRAID_OWNER_THREAD);
   assert_int_equal(cond_waiting(c), 0);
   assert_int_equal(lstats(l).locked, 0);
   assert_int_equal(braid_scope_unref(w.scope), 0);
@@ -458,35 +406,39 @@ static void test_condition_a_thread_with_a_short_real_deadline_returns_ecanceled
 }
 
 struct level_ctx {
-  atomic_int sibling_ran;
-  int rc, ran_before_return, owner_kind;
+  level_case lc;
+  braid_lock *l;
+  braid_condition *cv;
+  int owner_kind;
   uint64_t owner_id, self_id;
   size_t waiting_after;
 };
 
-static int level_root(braid_task *self, void *arg) {
+static int level_wait(braid_task *self, void *arg) {
   struct level_ctx *c = arg;
-  braid_lock *l = new_lock();
-  braid_condition *cv = new_cond(l);
-  c->self_id = braid_task_id(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_lock_acquire(self, l), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling_ran, NULL, NULL), 0);
-  braid_scope *s = cancelled_scope();
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc = braid_condition_wait(self, cv);
-  c->ran_before_return = atomic_load(&c->sibling_ran);
-  braid_lock_stats st = lstats(l);
+  return braid_condition_wait(self, c->cv);
+}
+
+static void level_more(braid_task *self, void *arg) {
+  (void)self;
+  struct level_ctx *c = arg;
+  braid_lock_stats st = lstats(c->l);
   c->owner_kind = st.owner_kind;
   c->owner_id = st.owner_id;
-  c->waiting_after = cstats(cv).waiting;
-  CHECK_INT(braid_scope_exit(s, c->rc), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
-  if (c->owner_id == c->self_id) CHECK_INT(braid_lock_release(self, l), 0);
-  close_group(g);
-  CHECK_INT(braid_condition_free(cv), 0);
-  CHECK_INT(braid_lock_free(l), 0);
+  c->waiting_after = cstats(c->cv).waiting;
+}
+
+static int level_root(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  c->l = new_lock();
+  c->cv = new_cond(c->l);
+  c->self_id = braid_task_id(self);
+  CHECK_INT(braid_lock_acquire(self, c->l), 0);
+  c->lc = (level_case){.op = level_wait, .more = level_more, .ud = c};
+  level_case_run(self, &c->lc);
+  if (c->owner_id == c->self_id) CHECK_INT(braid_lock_release(self, c->l), 0);
+  CHECK_INT(braid_condition_free(c->cv), 0);
+  CHECK_INT(braid_lock_free(c->l), 0);
   return 0;
 }
 
@@ -495,8 +447,7 @@ static void test_condition_wait_in_a_cancelled_scope_yields_fails_and_keeps_the_
   struct level_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(level_root, &c), 0);
-  assert_int_equal(c.rc, BRAID_ECANCELED);
-  assert_int_equal(c.ran_before_return, 1);
+  assert_level_case(&c.lc);
   assert_int_equal(c.owner_kind, BRAID_OWNER_TASK);
   assert_int_equal(c.owner_id, c.self_id);
   assert_int_equal(c.waiting_after, 0);
@@ -505,24 +456,10 @@ static void test_condition_wait_in_a_cancelled_scope_yields_fails_and_keeps_the_
 /* ---- a notification is never lost -------------------------------------------------------- */
 
 #if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 60
+#define NOTIFY_RACE_ITERS 60
 #else
-#define RACE_ITERS 250
+#define NOTIFY_RACE_ITERS 250
 #endif
-
-struct lost_arg {
-  braid_scope *scope;
-  spin_barrier *go;
-  unsigned delay;
-};
-
-static void *lost_canceller(void *arg) {
-  struct lost_arg *a = arg;
-  barrier_wait(a->go);
-  spin_for(a->delay);
-  CHECK_INT(braid_scope_cancel(a->scope), 0);
-  return NULL;
-}
 
 static void
 test_condition_race_notify_against_cancel_of_the_notified_waiter_never_loses_the_notification(void **state) {
@@ -531,28 +468,18 @@ test_condition_race_notify_against_cancel_of_the_notified_waiter_never_loses_the
   braid_condition *c = new_cond(l);
   int first_won = 0, second_got = 0;
   race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
+  for (int i = 0; i < NOTIFY_RACE_ITERS && check_failures() == 0; i++) {
     cwaiter w1, w2;
-    cw_init(&w1, W_THREAD, 1, l, c, NULL);
-    cw_init(&w2, W_THREAD, 2, l, c, NULL);
-    w1.scope = new_scope(BRAID_NEVER, 0);
-    assert_int_equal(cw_start(NULL, &w1), 0);
-    WAIT_UNTIL(NULL, cond_waiting(c) == 1);
-    assert_int_equal(cw_start(NULL, &w2), 0);
-    WAIT_UNTIL(NULL, cond_waiting(c) == 2);
-    spin_barrier go;
-    barrier_init(&go, 2);
-    struct lost_arg a = {braid_scope_ref(w1.scope), &go, tuner_canceller_delay(&tu)};
+    cw_start_thread(&w1, 1, l, c, new_scope(BRAID_NEVER, 0), 1);
+    cw_start_thread(&w2, 2, l, c, NULL, 2);
     assert_int_equal(braid_lock_acquire(NULL, l), 0);
-    pthread_t k;
-    assert_int_equal(pthread_create(&k, NULL, lost_canceller, &a), 0);
-    barrier_wait(&go);
-    spin_for(tuner_waker_delay(&tu));
+    racer k;
+    racer_start(&k, cancel_scope_act, w1.scope, tuner_canceller_delay(&tu));
+    racer_go(&k, tuner_waker_delay(&tu));
     assert_int_equal(braid_condition_notify(NULL, c, 1), 0);
     assert_int_equal(braid_lock_release(NULL, l), 0);
-    assert_int_equal(pthread_join(k, NULL), 0);
-    WAIT_UNTIL(NULL, atomic_load(&w1.done));
-    cw_join(&w1);
+    racer_join(&k);
+    cw_finish(&w1);
     int rc1 = atomic_load(&w1.rc_wait);
     tuner_update(&tu, rc1 == 0);
     if (rc1 == 0) {
@@ -569,16 +496,14 @@ test_condition_race_notify_against_cancel_of_the_notified_waiter_never_loses_the
       CHECK_INT(rc1, BRAID_ECANCELED);
       CHECK_INT(cond_waiting(c), 0);
     }
-    WAIT_UNTIL(NULL, atomic_load(&w2.done));
-    cw_join(&w2);
+    cw_finish(&w2);
     CHECK_INT(atomic_load(&w2.rc_wait), 0);
     CHECK_INT(cond_waiting(c), 0);
     CHECK_INT(lstats(l).locked, 0);
-    CHECK_INT(braid_scope_unref(a.scope), 0);
     CHECK_INT(braid_scope_unref(w1.scope), 0);
   }
   print_message("  %d notified first, %d cancelled first (jitter %d)\n", first_won, second_got, tu.d);
-  assert_int_equal(first_won + second_got, RACE_ITERS);
+  assert_int_equal(first_won + second_got, NOTIFY_RACE_ITERS);
   assert_int_equal(braid_condition_free(c), 0);
   assert_int_equal(braid_lock_free(l), 0);
 }
@@ -668,15 +593,12 @@ static void test_condition_free_while_waited_on_is_estate(void **state) {
   braid_lock *l = new_lock();
   braid_condition *c = new_cond(l);
   cwaiter w;
-  cw_init(&w, W_THREAD, 1, l, c, NULL);
-  assert_int_equal(cw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, cond_waiting(c) == 1);
+  cw_start_thread(&w, 1, l, c, NULL, 1);
   assert_int_equal(braid_condition_free(c), BRAID_ESTATE);
   assert_int_equal(braid_lock_acquire(NULL, l), 0);
   assert_int_equal(braid_condition_notify_all(NULL, c), 0);
   assert_int_equal(braid_lock_release(NULL, l), 0);
-  WAIT_UNTIL(NULL, atomic_load(&w.done));
-  cw_join(&w);
+  cw_finish(&w);
   assert_int_equal(atomic_load(&w.rc_wait), 0);
   assert_int_equal(braid_condition_free(c), 0);
   assert_int_equal(braid_lock_free(l), 0);
@@ -685,7 +607,7 @@ static void test_condition_free_while_waited_on_is_estate(void **state) {
 struct wrong_ctx {
   braid_lock *l;
   braid_condition *c;
-  braid_task *root, *holder;
+  braid_task *holder;
   atomic_int holder_has_it;
   int rc_not_running, rc_other_thread, rc_notify_other_thread;
   size_t waiting_after;
@@ -700,16 +622,15 @@ static int holder_body(braid_task *self, void *arg) {
   return rc;
 }
 
-static void *wrong_thread_wait(void *arg) {
+static int wrong_wait_and_notify(braid_task *task, void *arg) {
   struct wrong_ctx *c = arg;
-  c->rc_other_thread = braid_condition_wait(c->root, c->c);
-  c->rc_notify_other_thread = braid_condition_notify(c->root, c->c, 1);
-  return NULL;
+  int rc = braid_condition_wait(task, c->c);
+  c->rc_notify_other_thread = braid_condition_notify(task, c->c, 1);
+  return rc;
 }
 
 static int wrong_root(braid_task *self, void *arg) {
   struct wrong_ctx *c = arg;
-  c->root = self;
   c->l = new_lock();
   c->c = new_cond(c->l);
   braid_group *g = NULL;
@@ -723,7 +644,7 @@ static int wrong_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_free(g), 0);
   /* The root owns the lock; another thread passes the root as its task. */
   CHECK_INT(braid_lock_acquire(self, c->l), 0);
-  CHECK_INT(in_thread(wrong_thread_wait, c), 0);
+  c->rc_other_thread = call_from_another_thread(wrong_wait_and_notify, self, c);
   c->waiting_after = cstats(c->c).waiting;
   braid_lock_stats st = lstats(c->l);
   CHECK_INT(st.owner_kind, BRAID_OWNER_TASK);

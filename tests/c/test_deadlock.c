@@ -10,23 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
-static braid_lock_stats lstats(braid_lock *l) {
-  braid_lock_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  CHECK_INT(braid_lock_statistics(l, &s), 0);
-  return s;
-}
-
-static braid_lock *new_lock(void) {
-  braid_lock *l = NULL;
-  CHECK_INT(braid_lock_new(&l), 0);
-  return l;
-}
-
 /* 1 if `desc` names "<kind> <id>" as a whole word. */
 static int mentions(const char *desc, const char *kind, uint64_t id) {
   char pat[64];

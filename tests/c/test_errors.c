@@ -6,25 +6,12 @@
  * still open. Each refusal must leave the objects usable: the tests go on
  * using them normally afterwards.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #define SEC BRAID_SEC
-
-static int noop(braid_task *self, void *arg) {
-  (void)self;
-  (void)arg;
-  return 0;
-}
-
-static int noop_step(braid_task *self, void *ctx, int resume) {
-  (void)self;
-  (void)ctx;
-  (void)resume;
-  return 0;
-}
 
 static int is_one_of(int rc, int a, int b) { return rc == a || rc == b; }
 
@@ -93,10 +80,10 @@ static void test_errors_group_accessors_reject_null(void **state) {
   (void)state;
   int code = 0;
   assert_int_equal(braid_group_open(NULL, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_group_spawn(NULL, noop, NULL, NULL, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_group_spawn_stepped(NULL, noop_step, NULL, NULL, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_group_start(NULL, NULL, noop, NULL, NULL, NULL), BRAID_EINVAL);
-  assert_int_equal(braid_group_start_stepped(NULL, NULL, noop_step, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_spawn(NULL, child_noop, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_spawn_stepped(NULL, step_noop, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_start(NULL, NULL, child_noop, NULL, NULL, NULL), BRAID_EINVAL);
+  assert_int_equal(braid_group_start_stepped(NULL, NULL, step_noop, NULL, NULL, NULL), BRAID_EINVAL);
   assert_int_equal(braid_group_close(NULL, 0), BRAID_EINVAL);
   assert_int_equal(braid_group_fail(NULL, 5, NULL, NULL), BRAID_EINVAL);
   assert_int_equal(braid_group_failure_count(NULL), 0);
@@ -121,12 +108,6 @@ struct in_loop_ctx {
 
 #define REC(c, call) ((c)->rc[(c)->n++] = (call))
 
-static int sleepy_child(braid_task *self, void *arg) {
-  struct in_loop_ctx *c = arg;
-  c->child_rc = braid_sleep_forever(self);
-  return c->child_rc;
-}
-
 static int in_loop_root(braid_task *self, void *arg) {
   struct in_loop_ctx *c = arg;
   braid_loop_stats st;
@@ -149,14 +130,14 @@ static int in_loop_root(braid_task *self, void *arg) {
   REC(c, braid_group_open(NULL, &g));
 
   /* 7-10: functions on a child that is alive but not running */
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleepy_child, c, NULL, &c->child), 0);
+  g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, child_sleep_forever, &c->child_rc, NULL, &c->child), 0);
   CHECK_INT(braid_checkpoint(self), 0);
   braid_group *g2 = NULL;
   REC(c, braid_group_open(c->child, &g2));
   REC(c, braid_checkpoint(c->child));
   REC(c, braid_sleep(c->child, SEC));
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  s = new_scope(BRAID_NEVER, 0);
   REC(c, braid_scope_exit(s, 0)); /* never entered */
 
   /* 11-13: spawn/start with NULL bodies or callers */
@@ -164,7 +145,7 @@ static int in_loop_root(braid_task *self, void *arg) {
   REC(c, braid_group_spawn_stepped(g, NULL, NULL, NULL, NULL));
   REC(c, braid_group_start(g, self, NULL, NULL, NULL, NULL));
   /* 14-15 */
-  REC(c, braid_group_start(g, NULL, noop, NULL, NULL, NULL));
+  REC(c, braid_group_start(g, NULL, child_noop, NULL, NULL, NULL));
   REC(c, braid_group_start_stepped(g, self, NULL, NULL, NULL, NULL));
   /* 16-18: the group must not be freed while open; failures out of range */
   REC(c, braid_group_free(g));
@@ -172,19 +153,16 @@ static int in_loop_root(braid_task *self, void *arg) {
   REC(c, braid_group_fail(g, 0, NULL, NULL));
 
   /* 19: entering a scope into a task that is not running */
-  braid_scope *other = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &other), 0);
+  braid_scope *other = new_scope(BRAID_NEVER, 0);
   REC(c, braid_scope_enter(c->child, other));
   CHECK_INT(braid_scope_enter(self, other), 0); /* the refusal did not enter it */
-  CHECK_INT(braid_scope_exit(other, 0), 0);
-  CHECK_INT(braid_scope_unref(other), 0);
+  CHECK_INT(leave_scope(other, 0, NULL), 0);
 
   /* 20-21: enter twice, exit twice */
   CHECK_INT(braid_scope_enter(self, s), 0);
   REC(c, braid_scope_enter(self, s));
   CHECK_INT(braid_scope_exit(s, 0), 0);
-  REC(c, braid_scope_exit(s, 0));
-  CHECK_INT(braid_scope_unref(s), 0);
+  REC(c, leave_scope(s, 0, NULL));
 
   /* The refusals disturbed nothing: the group still works. */
   CHECK_INT(braid_group_child_count(g), 1);
@@ -192,8 +170,8 @@ static int in_loop_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_close(g, 0), 0);
   /* 22-25: a closed group */
   REC(c, braid_group_close(g, 0));
-  REC(c, braid_group_spawn(g, noop, NULL, NULL, NULL));
-  REC(c, braid_group_start(g, self, noop, NULL, NULL, NULL));
+  REC(c, braid_group_spawn(g, child_noop, NULL, NULL, NULL));
+  REC(c, braid_group_start(g, self, child_noop, NULL, NULL, NULL));
   REC(c, braid_group_fail(g, 3, NULL, NULL));
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -229,6 +207,7 @@ static void test_errors_in_loop_null_arguments_and_wrong_order(void **state) {
 /* ---- the wrong thread ------------------------------------------------- */
 
 struct wrong_thread_ctx {
+  void *(*caller)(void *); /* makes the calls from the wrong thread */
   braid_task *root;
   braid_scope *entered, *fresh, *unentered;
   braid_group *g;
@@ -241,12 +220,6 @@ struct wrong_thread_ctx {
   size_t children_after;
 };
 
-static int flag_child(braid_task *self, void *arg) {
-  (void)self;
-  *(int *)arg = 1;
-  return 0;
-}
-
 static void *wrong_thread_calls(void *arg) {
   struct wrong_thread_ctx *c = arg;
   braid_scope *s = NULL;
@@ -258,10 +231,10 @@ static void *wrong_thread_calls(void *arg) {
   c->rc_move_on = braid_move_on_after(c->root, SEC, &s);
   c->rc_fail_after = braid_fail_after(c->root, SEC, &s);
   c->rc_group_open = braid_group_open(c->root, &g);
-  c->rc_spawn = braid_group_spawn(c->g, flag_child, &c->child_ran, NULL, NULL);
-  c->rc_spawn_stepped = braid_group_spawn_stepped(c->g, noop_step, NULL, NULL, NULL);
-  c->rc_start = braid_group_start(c->g, c->root, flag_child, &c->child_ran, NULL, &v);
-  c->rc_start_stepped = braid_group_start_stepped(c->g, c->root, noop_step, NULL, NULL, &v);
+  c->rc_spawn = braid_group_spawn(c->g, child_set_flag, &c->child_ran, NULL, NULL);
+  c->rc_spawn_stepped = braid_group_spawn_stepped(c->g, step_noop, NULL, NULL, NULL);
+  c->rc_start = braid_group_start(c->g, c->root, child_set_flag, &c->child_ran, NULL, &v);
+  c->rc_start_stepped = braid_group_start_stepped(c->g, c->root, step_noop, NULL, NULL, &v);
   c->rc_exit = braid_scope_exit(c->entered, 0);
   c->rc_checkpoint = braid_checkpoint(c->root);
   c->rc_sleep = braid_sleep(c->root, SEC);
@@ -272,16 +245,30 @@ static void *wrong_thread_calls(void *arg) {
   return NULL;
 }
 
+/* The same calls from a task of another loop (another thread running its
+ * own loop) must be refused just the same. */
+static int other_loop_root(braid_task *self, void *arg) {
+  (void)self;
+  wrong_thread_calls(arg);
+  return 0;
+}
+
+static void *run_other_loop(void *arg) {
+  struct wrong_thread_ctx *c = arg;
+  CHECK_INT(run_virtual(other_loop_root, c), 0);
+  return NULL;
+}
+
 static int wrong_thread_root(braid_task *self, void *arg) {
   struct wrong_thread_ctx *c = arg;
   c->root = self;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->entered), 0);
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->fresh), 0);
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->unentered), 0);
-  CHECK_INT(braid_group_open(self, &c->g), 0);
+  c->entered = new_scope(BRAID_NEVER, 0);
+  c->fresh = new_scope(BRAID_NEVER, 0);
+  c->unentered = new_scope(BRAID_NEVER, 0);
+  c->g = open_group(self);
   CHECK_INT(braid_scope_enter(self, c->entered), 0);
   /* The loop thread blocks in pthread_join: the calls must not need it. */
-  CHECK_INT(in_thread(wrong_thread_calls, c), 0);
+  CHECK_INT(in_thread(c->caller, c), 0);
   c->deadline_after = braid_scope_deadline(c->entered);
   c->shield_after = braid_scope_shield(c->entered);
   c->children_after = braid_group_child_count(c->g);
@@ -291,18 +278,19 @@ static int wrong_thread_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_exit(c->entered, 0), 0);
   CHECK_INT(braid_scope_enter(self, c->fresh), 0);
   CHECK_INT(braid_scope_exit(c->fresh, 0), 0);
-  CHECK_INT(braid_group_close(c->g, 0), 0);
-  CHECK_INT(braid_group_free(c->g), 0);
+  close_group(c->g);
   CHECK_INT(braid_scope_unref(c->entered), 0);
   CHECK_INT(braid_scope_unref(c->fresh), 0);
   CHECK_INT(braid_scope_unref(c->unentered), 0);
   return 0;
 }
 
-static void test_errors_loop_thread_only_calls_from_another_thread_are_ethread(void **state) {
-  (void)state;
+/* Run wrong_thread_calls through `caller` while the root waits; every
+ * loop-thread-only call must have been refused and changed nothing. */
+static void assert_calls_from_elsewhere_are_refused(void *(*caller)(void *)) {
   struct wrong_thread_ctx c;
   memset(&c, 0, sizeof c);
+  c.caller = caller;
   assert_int_equal(run_real(wrong_thread_root, &c), 0);
   assert_int_equal(c.rc_enter, BRAID_ETHREAD);
   assert_int_equal(c.rc_set_deadline, BRAID_ETHREAD);
@@ -330,69 +318,14 @@ static void test_errors_loop_thread_only_calls_from_another_thread_are_ethread(v
   assert_int_equal(c.unentered_deadline, 7 * SEC);
 }
 
-/* The same calls from a task of another loop (another thread running its
- * own loop) must be refused just the same. */
-static int other_loop_root(braid_task *self, void *arg) {
-  (void)self;
-  wrong_thread_calls(arg);
-  return 0;
-}
-
-static void *run_other_loop(void *arg) {
-  struct wrong_thread_ctx *c = arg;
-  CHECK_INT(run_virtual(other_loop_root, c), 0);
-  return NULL;
-}
-
-static int other_loop_victim_root(braid_task *self, void *arg) {
-  struct wrong_thread_ctx *c = arg;
-  c->root = self;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->entered), 0);
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->fresh), 0);
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->unentered), 0);
-  CHECK_INT(braid_group_open(self, &c->g), 0);
-  CHECK_INT(braid_scope_enter(self, c->entered), 0);
-  CHECK_INT(in_thread(run_other_loop, c), 0);
-  c->deadline_after = braid_scope_deadline(c->entered);
-  c->shield_after = braid_scope_shield(c->entered);
-  c->children_after = braid_group_child_count(c->g);
-  c->unentered_deadline = braid_scope_deadline(c->unentered);
-  CHECK_INT(braid_checkpoint(self), 0);
-  CHECK_INT(braid_scope_exit(c->entered, 0), 0);
-  CHECK_INT(braid_group_close(c->g, 0), 0);
-  CHECK_INT(braid_group_free(c->g), 0);
-  CHECK_INT(braid_scope_unref(c->entered), 0);
-  CHECK_INT(braid_scope_unref(c->fresh), 0);
-  CHECK_INT(braid_scope_unref(c->unentered), 0);
-  return 0;
+static void test_errors_loop_thread_only_calls_from_another_thread_are_ethread(void **state) {
+  (void)state;
+  assert_calls_from_elsewhere_are_refused(wrong_thread_calls);
 }
 
 static void test_errors_calls_from_a_task_of_another_loop_are_ethread(void **state) {
   (void)state;
-  struct wrong_thread_ctx c;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(run_real(other_loop_victim_root, &c), 0);
-  assert_int_equal(c.rc_enter, BRAID_ETHREAD);
-  assert_int_equal(c.rc_set_deadline, BRAID_ETHREAD);
-  assert_int_equal(c.rc_set_shield, BRAID_ETHREAD);
-  assert_int_equal(c.rc_move_on, BRAID_ETHREAD);
-  assert_int_equal(c.rc_fail_after, BRAID_ETHREAD);
-  assert_int_equal(c.rc_group_open, BRAID_ETHREAD);
-  assert_int_equal(c.rc_spawn, BRAID_ETHREAD);
-  assert_int_equal(c.rc_spawn_stepped, BRAID_ETHREAD);
-  assert_int_equal(c.rc_start, BRAID_ETHREAD);
-  assert_int_equal(c.rc_start_stepped, BRAID_ETHREAD);
-  assert_true(is_one_of(c.rc_exit, BRAID_ESTATE, BRAID_ETHREAD));
-  assert_true(is_one_of(c.rc_checkpoint, BRAID_ESTATE, BRAID_ETHREAD));
-  assert_true(is_one_of(c.rc_sleep, BRAID_ESTATE, BRAID_ETHREAD));
-  assert_true(is_one_of(c.rc_close, BRAID_ESTATE, BRAID_ETHREAD));
-  assert_int_equal(c.rc_set_deadline_unentered, 0);
-  assert_int_equal(c.rc_cancel, 0);
-  assert_int_equal(c.deadline_after, BRAID_NEVER);
-  assert_int_equal(c.shield_after, 0);
-  assert_int_equal(c.children_after, 0);
-  assert_int_equal(c.child_ran, 0);
-  assert_int_equal(c.unentered_deadline, 7 * SEC);
+  assert_calls_from_elsewhere_are_refused(run_other_loop);
 }
 
 /* ---- wrong task --------------------------------------------------------- */
@@ -415,14 +348,13 @@ static int scope_holding_child(braid_task *self, void *arg) {
 
 static int wrong_task_root(braid_task *self, void *arg) {
   struct wrong_task_ctx *c = arg;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->child_scope), 0);
-  CHECK_INT(braid_group_open(self, &c->root_group), 0);
+  c->child_scope = new_scope(BRAID_NEVER, 0);
+  c->root_group = open_group(self);
   CHECK_INT(braid_group_spawn(c->root_group, scope_holding_child, c, NULL, NULL), 0);
   CHECK_INT(braid_sleep(self, SEC), 0);
   c->rc_exit_foreign = braid_scope_exit(c->child_scope, 0);
   c->rc_enter_entered_elsewhere = braid_scope_enter(self, c->child_scope);
-  CHECK_INT(braid_group_close(c->root_group, 0), 0);
-  CHECK_INT(braid_group_free(c->root_group), 0);
+  close_group(c->root_group);
   CHECK_INT(braid_scope_unref(c->child_scope), 0);
   return 0;
 }
@@ -446,11 +378,8 @@ struct misnest_group_ctx {
 
 static int misnest_group_root(braid_task *self, void *arg) {
   struct misnest_group_ctx *c = arg;
-  braid_group *g = NULL;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_group *g = open_group(self);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   c->rc_close_misnested = braid_group_close(g, 0);
   c->rc_cp = braid_checkpoint(self);
   c->rc_inner_exit = braid_scope_exit(s, 0);
@@ -475,10 +404,17 @@ struct left_open_ctx {
   braid_scope *scope;
   braid_group *inner;
   uint64_t child_id;
-  int rc_close, code, rc_exit_later, rc_unref, rc_grandchild, rc_free;
-  size_t nfail;
-  uint64_t tid;
+  group_result r;
+  int rc_exit_later, rc_unref, rc_grandchild, rc_free;
 };
+
+/* The child ended with the failure BRAID_ESTATE, reported by its group. */
+static void assert_child_failed_with_estate(const struct left_open_ctx *c) {
+  assert_int_equal(c->r.rc_close, BRAID_EFAILED);
+  assert_int_equal(c->r.nfail, 1);
+  assert_int_equal(c->r.code, BRAID_ESTATE);
+  assert_int_equal(c->r.tid, c->child_id);
+}
 
 static int return_inside_scope(braid_task *self, void *arg) {
   struct left_open_ctx *c = arg;
@@ -489,14 +425,8 @@ static int return_inside_scope(braid_task *self, void *arg) {
 
 static int left_scope_root(braid_task *self, void *arg) {
   struct left_open_ctx *c = arg;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->scope), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, return_inside_scope, c, NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  if (c->nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->code, NULL, &c->tid), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->scope = new_scope(BRAID_NEVER, 0);
+  c->r = run_in_group(self, return_inside_scope, c);
   c->rc_exit_later = braid_scope_exit(c->scope, 0);
   c->rc_unref = braid_scope_unref(c->scope); /* no longer entered: freed */
   return 0;
@@ -507,38 +437,28 @@ static void test_errors_task_returning_with_a_scope_open_ends_with_estate(void *
   struct left_open_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(left_scope_root, &c), 0);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, BRAID_ESTATE);
-  assert_int_equal(c.tid, c.child_id);
+  assert_child_failed_with_estate(&c);
   assert_int_equal(c.rc_exit_later, BRAID_ESTATE);
   assert_int_equal(c.rc_unref, 0);
 }
 
-static int grandchild_sleeps(braid_task *self, void *arg) {
-  struct left_open_ctx *c = arg;
-  c->rc_grandchild = braid_sleep_forever(self);
-  return c->rc_grandchild;
+/* Open c->inner with a child that sleeps until cancelled. */
+static void open_inner_group_with_sleeper(braid_task *self, struct left_open_ctx *c) {
+  c->inner = open_group(self);
+  CHECK_INT(braid_group_spawn(c->inner, child_sleep_forever, &c->rc_grandchild, NULL, NULL), 0);
+  CHECK_INT(braid_checkpoint(self), 0);
 }
 
 static int return_inside_group(braid_task *self, void *arg) {
   struct left_open_ctx *c = arg;
   c->child_id = braid_task_id(self);
-  CHECK_INT(braid_group_open(self, &c->inner), 0);
-  CHECK_INT(braid_group_spawn(c->inner, grandchild_sleeps, c, NULL, NULL), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
+  open_inner_group_with_sleeper(self, c);
   return 0; /* misnested: the group was never closed */
 }
 
 static int left_group_root(braid_task *self, void *arg) {
   struct left_open_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, return_inside_group, c, NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  if (c->nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->code, NULL, &c->tid), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = run_in_group(self, return_inside_group, c);
   /* Its task left it: the abandoned group may be freed now. */
   c->rc_free = braid_group_free(c->inner);
   return 0;
@@ -550,20 +470,14 @@ static void test_errors_task_returning_with_a_group_open_ends_with_estate_and_ca
   memset(&c, 0, sizeof c);
   c.rc_grandchild = 1;
   assert_int_equal(run_virtual(left_group_root, &c), 0);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, BRAID_ESTATE);
-  assert_int_equal(c.tid, c.child_id);
+  assert_child_failed_with_estate(&c);
   assert_int_equal(c.rc_free, 0);
   /* The abandoned group's scope stays cancelled: its child was woken. */
   assert_int_equal(c.rc_grandchild, BRAID_ECANCELED);
 }
 
 static int root_leaves_group_open(braid_task *self, void *arg) {
-  struct left_open_ctx *c = arg;
-  CHECK_INT(braid_group_open(self, &c->inner), 0);
-  CHECK_INT(braid_group_spawn(c->inner, grandchild_sleeps, c, NULL, NULL), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
+  open_inner_group_with_sleeper(self, arg);
   return 0; /* misnested root */
 }
 
@@ -585,22 +499,18 @@ static void test_errors_root_returning_with_a_group_open_ends_with_estate_after_
  * that a crash fails only this test. */
 struct huge_stack_ctx {
   size_t size;
-  int rc_huge, rc_after, rc_close, code;
-  size_t nfail;
+  int rc_huge, rc_after;
+  group_result r;
   int huge_ran, normal_ran;
 };
 
 static int huge_stack_root(braid_task *self, void *arg) {
   struct huge_stack_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   braid_spawn_opts o = spawn_opts(NULL, c->size);
-  c->rc_huge = braid_group_spawn(g, flag_child, &c->huge_ran, &o, NULL);
-  c->rc_after = braid_group_spawn(g, flag_child, &c->normal_ran, NULL, NULL);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  if (c->nfail > 0) braid_group_failure(g, 0, &c->code, NULL, NULL);
-  CHECK_INT(braid_group_free(g), 0);
+  c->rc_huge = braid_group_spawn(g, child_set_flag, &c->huge_ran, &o, NULL);
+  c->rc_after = braid_group_spawn(g, child_set_flag, &c->normal_ran, NULL, NULL);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -610,18 +520,25 @@ static int huge_spawn_in_child(void *arg) {
   if (rc != 0 || check_failures() != 0) return 1;
   if (c->rc_after != 0 || c->normal_ran != 1 || c->huge_ran != 0) return 2;
   int refused = (c->rc_huge == BRAID_EINVAL || c->rc_huge == BRAID_ENOMEM || c->rc_huge == BRAID_ESYS) &&
-                c->rc_close == 0 && c->nfail == 0;
-  int failed = c->rc_huge == 0 && c->rc_close == BRAID_EFAILED && c->nfail == 1 && c->code == BRAID_ENOMEM;
+                c->r.rc_close == 0 && c->r.nfail == 0;
+  int failed = c->rc_huge == 0 && c->r.rc_close == BRAID_EFAILED && c->r.nfail == 1 && c->r.code == BRAID_ENOMEM;
   return refused || failed ? 0 : 3;
+}
+
+/* fn(arg) in a forked child process: its result; a crash is reported. */
+static int forked(int (*fn)(void *), void *arg) {
+  int sig = 0;
+  int rc = fork_call(fn, arg, &sig);
+  if (rc == FORK_CRASHED) print_error("the process died of signal %d\n", sig);
+  return rc;
 }
 
 static void check_huge_spawn(size_t size) {
   struct huge_stack_ctx c;
   memset(&c, 0, sizeof c);
   c.size = size;
-  int sig = 0;
-  int rc = fork_call(huge_spawn_in_child, &c, &sig);
-  if (rc == FORK_CRASHED) print_error("stack size %zu: the process died of signal %d\n", size, sig);
+  int rc = forked(huge_spawn_in_child, &c);
+  if (rc != 0) print_error("stack size %zu\n", size);
   assert_int_equal(rc, 0);
 }
 
@@ -639,14 +556,12 @@ static int huge_run_in_child(void *arg) {
   (void)arg;
   braid_run_opts o = run_opts(BRAID_CLOCK_VIRTUAL);
   o.stack_size = SIZE_MAX;
-  return braid_run(noop, NULL, &o);
+  return braid_run(child_noop, NULL, &o);
 }
 
 static void test_errors_run_with_an_impossible_stack_size_fails_cleanly(void **state) {
   (void)state;
-  int sig = 0;
-  int rc = fork_call(huge_run_in_child, NULL, &sig);
-  if (rc == FORK_CRASHED) print_error("the process died of signal %d\n", sig);
+  int rc = forked(huge_run_in_child, NULL);
   assert_true(rc == BRAID_EINVAL || rc == BRAID_ENOMEM || rc == BRAID_ESYS);
 }
 
@@ -654,20 +569,11 @@ struct detach_ctx {
   int rc_exit_outer, rc_cp_after, rc_close, rc_free, rc_grandchild, rc_exit_group_scope, rc_close2;
 };
 
-static int detached_child(braid_task *self, void *arg) {
-  struct detach_ctx *c = arg;
-  c->rc_grandchild = braid_sleep_forever(self);
-  return c->rc_grandchild;
-}
-
 static int detach_root(braid_task *self, void *arg) {
   struct detach_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, detached_child, c, NULL, NULL), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, child_sleep_forever, &c->rc_grandchild, NULL, NULL), 0);
   CHECK_INT(braid_checkpoint(self), 0);
   /* Leaving the outer scope with the group still open: misnested. */
   c->rc_exit_outer = braid_scope_exit(s, 0);
@@ -677,7 +583,7 @@ static int detach_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_unref(s), 0);
 
   /* The group's scope is left by close, not by braid_scope_exit. */
-  CHECK_INT(braid_group_open(self, &g), 0);
+  g = open_group(self);
   c->rc_exit_group_scope = braid_scope_exit(braid_group_scope(g), 0);
   c->rc_close2 = braid_group_close(g, 0);
   CHECK_INT(braid_group_free(g), 0);
@@ -705,16 +611,14 @@ struct opts_size_ctx {
 
 static int opts_size_root(braid_task *self, void *arg) {
   struct opts_size_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   braid_spawn_opts o = spawn_opts("x", 0);
   o.size = 0;
-  c->rc_spawn = braid_group_spawn(g, noop, NULL, &o, NULL);
-  c->rc_spawn_stepped = braid_group_spawn_stepped(g, noop_step, NULL, &o, NULL);
-  c->rc_start = braid_group_start(g, self, noop, NULL, &o, NULL);
+  c->rc_spawn = braid_group_spawn(g, child_noop, NULL, &o, NULL);
+  c->rc_spawn_stepped = braid_group_spawn_stepped(g, step_noop, NULL, &o, NULL);
+  c->rc_start = braid_group_start(g, self, child_noop, NULL, &o, NULL);
   CHECK_INT(braid_group_child_count(g), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -735,16 +639,13 @@ static int bad_fd_in_child(void *arg) {
   braid_run_opts o = run_opts(BRAID_CLOCK_VIRTUAL);
   o.watch_fd = 1 << 20; /* not an open descriptor */
   o.on_fd = on_fd_noop;
-  return braid_run(noop, NULL, &o);
+  return braid_run(child_noop, NULL, &o);
 }
 
 static void test_errors_run_watching_a_bad_descriptor_fails_cleanly(void **state) {
   (void)state;
-  int sig = 0;
-  int rc = fork_call(bad_fd_in_child, NULL, &sig);
-  if (rc == FORK_CRASHED)
-    print_error("the process died of signal %d\n", sig);
-  else if (rc != BRAID_EINVAL && rc != BRAID_ESYS)
+  int rc = forked(bad_fd_in_child, NULL);
+  if (rc != FORK_CRASHED && rc != BRAID_EINVAL && rc != BRAID_ESYS)
     print_error("braid_run returned %s\n", braid_errname(rc));
   assert_true(rc == BRAID_EINVAL || rc == BRAID_ESYS);
 }
@@ -764,11 +665,9 @@ static int started_twice(braid_task *self, void *arg) {
 
 static int started_twice_root(braid_task *self, void *arg) {
   struct started_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   c->rc_start = braid_group_start(g, self, started_twice, c, NULL, NULL);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -781,16 +680,9 @@ static void test_errors_started_twice_is_estate(void **state) {
   assert_int_equal(c.rc2, BRAID_ESTATE);
 }
 
-static int pending_without_wait(braid_task *self, void *ctx, int resume) {
-  (void)self;
-  (void)ctx;
-  (void)resume;
-  return BRAID_EPENDING;
-}
-
 static void test_errors_stepped_body_pending_without_a_wait_ends_with_estate(void **state) {
   (void)state;
-  assert_int_equal(run_stepped_virtual(pending_without_wait, NULL), BRAID_ESTATE);
+  assert_int_equal(run_stepped_virtual(step_pending_without_wait, NULL), BRAID_ESTATE);
 }
 
 int main(void) {

@@ -8,30 +8,10 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
-static braid_event_stats estats(braid_event *e) {
-  braid_event_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  CHECK_INT(braid_event_statistics(e, &st), 0);
-  return st;
+static int ev_set(braid_task *self, void *e) {
+  (void)self;
+  return braid_event_set(e);
 }
-
-static int ev_waiting(braid_event *e) { return (int)estats(e).waiting; }
-
-static braid_event *new_event(void) {
-  braid_event *e = NULL;
-  CHECK_INT(braid_event_new(&e), 0);
-  return e;
-}
-
-static int ev_wait(braid_task *t, sw *w) { return braid_event_wait(t, (braid_event *)w->obj); }
-static int ev_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
-  return braid_event_wait_cb((braid_event *)w->obj, cb, ud, out);
-}
-static const sw_ops ev_ops = {ev_wait, ev_wait_cb, NULL};
 
 /* ---- set / is_set ---------------------------------------------------------- */
 
@@ -79,9 +59,11 @@ static void test_event_wait_cb_on_a_set_event_completes_at_once_without_a_callba
 
 struct set_cp_ctx {
   atomic_int sibling_ran;
-  int rc_set, ran_before_return, rc_cancelled, ran2_before_return;
-  atomic_int sibling2_ran;
+  int rc_set, ran_before_return;
+  level_case cancelled;
 };
+
+static int ev_wait_op(braid_task *self, void *e) { return braid_event_wait(self, e); }
 
 static int set_cp_root(braid_task *self, void *arg) {
   struct set_cp_ctx *c = arg;
@@ -92,14 +74,10 @@ static int set_cp_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling_ran, NULL, NULL), 0);
   c->rc_set = braid_event_wait(self, e);
   c->ran_before_return = atomic_load(&c->sibling_ran);
-  CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling2_ran, NULL, NULL), 0);
-  braid_scope *s = cancelled_scope();
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc_cancelled = braid_event_wait(self, e);
-  c->ran2_before_return = atomic_load(&c->sibling2_ran);
-  CHECK_INT(braid_scope_exit(s, c->rc_cancelled), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
   close_group(g);
+  c->cancelled.op = ev_wait_op;
+  c->cancelled.ud = e;
+  level_case_run(self, &c->cancelled);
   CHECK_INT(braid_event_free(e), 0);
   return 0;
 }
@@ -111,8 +89,7 @@ static void test_event_wait_on_a_set_event_yields_and_fails_in_a_cancelled_scope
   assert_int_equal(run_virtual(set_cp_root, &c), 0);
   assert_int_equal(c.rc_set, 0);
   assert_int_equal(c.ran_before_return, 1);
-  assert_int_equal(c.rc_cancelled, BRAID_ECANCELED);
-  assert_int_equal(c.ran2_before_return, 1);
+  assert_level_case(&c.cancelled);
 }
 
 struct set_cp_step_ctx {
@@ -235,11 +212,7 @@ static void run_all(int set_from_thread) {
   assert_int_equal(c->after.set, 1);
   for (int i = 0; i < ALL_N; i++) {
     assert_int_equal(sw_rc(&c->w[i]), 0);
-    if (kinds[i] == W_CB) {
-      assert_int_equal(atomic_load(&c->w[i].cb.calls), 1);
-      assert_int_equal(atomic_load(&c->w[i].cb.on_task), 0);
-      if (!set_from_thread) assert_false(near_addr(atomic_load(&c->w[i].cb.frame), c->root_frame, 256 * 1024));
-    }
+    if (kinds[i] == W_CB) assert_cb_waiter_called_off_task(&c->w[i], set_from_thread ? 0 : c->root_frame);
   }
   free(c);
 }
@@ -345,46 +318,28 @@ static void test_event_set_by_a_task_completes_callbacks_in_fifo_order(void **st
 /* ---- cancellation of waiters ------------------------------------------------------ */
 
 struct deadline_ctx {
-  int kind;
-  braid_event *e;
-  sw cancelled, other;
-  braid_time_t t0;
-  braid_event_stats before, after_deadline;
+  deadline_case dc;
+  braid_event_stats after_deadline;
 };
 
-static int deadline_root(braid_task *self, void *arg) {
-  struct deadline_ctx *c = arg;
-  c->e = new_event();
-  c->t0 = braid_now(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  sw_init(&c->cancelled, &ev_ops, c->e, c->kind, 1, NULL);
-  sw_init(&c->other, &ev_ops, c->e, W_TASK, 2, NULL);
-  c->cancelled.scope = new_scope(c->t0 + 2 * SEC, 0);
-  CHECK_INT(sw_start(g, &c->cancelled), 0);
-  CHECK_INT(sw_start(g, &c->other), 0);
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  c->before = estats(c->e);
-  CHECK_INT(braid_sleep(self, 2 * SEC), 0);
-  c->after_deadline = estats(c->e);
-  CHECK_INT(braid_event_set(c->e), 0);
-  close_group(g);
-  CHECK_INT(braid_event_free(c->e), 0);
-  CHECK_INT(braid_scope_unref(c->cancelled.scope), 0);
-  return 0;
+static void deadline_snap(deadline_case *dc, int when) {
+  struct deadline_ctx *c = dc->ud;
+  if (when == SNAP_DEADLINE_PASSED) c->after_deadline = estats(dc->obj);
 }
 
 static void run_deadline(int kind) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
-  c.kind = kind;
-  assert_int_equal(run_virtual(deadline_root, &c), 0);
-  assert_int_equal(sw_rc(&c.cancelled), BRAID_ECANCELED);
-  assert_int_equal(c.cancelled.woke_at, c.t0 + 2 * SEC);
-  assert_int_equal(c.before.waiting, 2);
-  assert_int_equal(c.after_deadline.waiting, 1);
+  c.dc = (deadline_case){.ops = &ev_ops,
+                         .obj = new_event(),
+                         .kind = kind,
+                         .deadline = 2 * SEC,
+                         .wake = ev_set,
+                         .snap = deadline_snap,
+                         .ud = &c};
+  run_deadline_case(&c.dc);
   assert_int_equal(c.after_deadline.set, 0);
-  assert_int_equal(sw_rc(&c.other), 0);
+  assert_int_equal(braid_event_free(c.dc.obj), 0);
 }
 
 static void test_event_a_stackful_waiter_whose_deadline_passes_gets_ecanceled_and_leaves_the_queue(void **state) {
@@ -402,20 +357,8 @@ static void test_event_a_waiting_thread_whose_scope_is_cancelled_gets_ecanceled(
   braid_event *e = new_event();
   sw w;
   sw_init(&w, &ev_ops, e, W_THREAD, 1, NULL);
-  w.scope = new_scope(BRAID_NEVER, 0);
-  braid_scope *mine = braid_scope_ref(w.scope);
-  assert_int_equal(sw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, ev_waiting(e) == 1);
-  os_sleep_ns(5 * MSEC);
-  assert_false(sw_done(&w));
-  assert_int_equal(braid_scope_cancel(mine), 0);
-  WAIT_UNTIL(NULL, sw_done(&w));
-  sw_join(&w);
-  assert_int_equal(sw_rc(&w), BRAID_ECANCELED);
-  assert_int_equal(ev_waiting(e), 0);
+  sw_thread_scope_cancelled(&w);
   assert_int_equal(braid_event_is_set(e), 0);
-  assert_int_equal(braid_scope_unref(mine), 0);
-  assert_int_equal(braid_scope_unref(w.scope), 0);
   assert_int_equal(braid_event_free(e), 0);
 }
 
@@ -424,17 +367,7 @@ static void test_event_a_waiting_thread_with_a_short_real_deadline_gets_ecancele
   braid_event *e = new_event();
   sw w;
   sw_init(&w, &ev_ops, e, W_THREAD, 1, NULL);
-  int64_t t0 = real_ns();
-  w.scope = new_scope(braid_now(NULL) + 30 * MSEC, 0);
-  assert_int_equal(sw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, sw_done(&w));
-  int64_t elapsed = real_ns() - t0;
-  sw_join(&w);
-  assert_int_equal(sw_rc(&w), BRAID_ECANCELED);
-  assert_true(elapsed >= 25 * MSEC);
-  assert_true(elapsed < 10 * SEC);
-  assert_int_equal(ev_waiting(e), 0);
-  assert_int_equal(braid_scope_unref(w.scope), 0);
+  sw_thread_short_deadline(&w, 30 * MSEC);
   assert_int_equal(braid_event_free(e), 0);
 }
 
@@ -465,104 +398,46 @@ static void test_event_a_cancelled_callback_waiter_is_not_called_again_by_set(vo
 
 /* ---- races -------------------------------------------------------------------------- */
 
-#if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 100
-#else
-#define RACE_ITERS 400
-#endif
+/* A fresh event each round: a set one stays set. */
+static void race_new_event(race_case *rc) { rc->obj = new_event(); }
+static int race_set(race_case *rc) { return braid_event_set(rc->obj); }
 
-struct race_arg {
-  braid_scope *scope;
-  braid_wait *w;
-  braid_event *e;
-  spin_barrier go;
-  unsigned jitter;
-  atomic_int rc;
-};
-
-static void *race_setter(void *arg) {
-  struct race_arg *a = arg;
-  barrier_wait(&a->go);
-  spin_for(a->jitter);
-  CHECK_INT(braid_event_set(a->e), 0);
-  return NULL;
+static void race_check(race_case *rc, sw *w) {
+  (void)w;
+  CHECK_INT(rc->rc_wake, 0);
+  CHECK_INT(braid_event_is_set(rc->obj), 1);
+  CHECK_INT(braid_event_free(rc->obj), 0);
 }
 
 static void test_event_race_set_against_scope_cancel_of_a_waiting_thread_has_one_outcome(void **state) {
   (void)state;
-  int woke = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    braid_event *e = new_event();
-    sw w;
-    sw_init(&w, &ev_ops, e, W_THREAD, 1, NULL);
-    w.scope = new_scope(BRAID_NEVER, 0);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    a.e = e;
-    a.jitter = tuner_waker_delay(&tu);
-    barrier_init(&a.go, 2);
-    assert_int_equal(sw_start(NULL, &w), 0);
-    WAIT_UNTIL(NULL, ev_waiting(e) == 1);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, race_setter, &a), 0);
-    barrier_wait(&a.go);
-    spin_for(tuner_canceller_delay(&tu));
-    assert_int_equal(braid_scope_cancel(w.scope), 0);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    sw_join(&w);
-    int rc = sw_rc(&w);
-    tuner_update(&tu, rc == 0);
-    if (rc == 0)
-      woke++;
-    else if (CHECK_INT(rc, BRAID_ECANCELED))
-      cancelled++;
-    CHECK_INT(ev_waiting(e), 0);
-    CHECK_INT(braid_event_is_set(e), 1);
-    CHECK_INT(braid_scope_unref(w.scope), 0);
-    CHECK_INT(braid_event_free(e), 0);
-  }
-  print_message("  %d woken, %d cancelled\n", woke, cancelled);
-  assert_int_equal(woke + cancelled, RACE_ITERS);
+  race_case rc = {.ops = &ev_ops, .wake_in_thread = 1, .setup = race_new_event, .wake = race_set, .check = race_check};
+  run_race_case(&rc);
 }
+
+static void cb_race_new_event(cb_race_case *rc) { rc->ud = new_event(); }
+static int cb_race_reg(cb_race_case *rc, braid_wait_cb cb, void *ud, braid_wait **out) {
+  return braid_event_wait_cb(rc->ud, cb, ud, out);
+}
+static int cb_race_set(cb_race_case *rc) { return braid_event_set(rc->ud); }
+
+static void cb_race_check(cb_race_case *rc, int woke) {
+  (void)woke;
+  CHECK_INT(rc->rc_wake, 0);
+  CHECK_INT(braid_event_is_set(rc->ud), 1);
+}
+
+static void cb_race_free_event(cb_race_case *rc) { CHECK_INT(braid_event_free(rc->ud), 0); }
 
 static void test_event_race_set_against_wait_cancel_calls_the_callback_exactly_once(void **state) {
   (void)state;
-  int woke = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    braid_event *e = new_event();
-    cb_rec r;
-    cb_rec_init(&r, NULL, 0);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    a.e = e;
-    a.jitter = tuner_waker_delay(&tu);
-    barrier_init(&a.go, 2);
-    braid_wait *w = NULL;
-    assert_int_equal(braid_event_wait_cb(e, cb_record, &r, &w), BRAID_EPENDING);
-    pthread_t t;
-    assert_int_equal(pthread_create(&t, NULL, race_setter, &a), 0);
-    barrier_wait(&a.go);
-    spin_for(tuner_canceller_delay(&tu));
-    int rc_cancel = braid_wait_cancel(w);
-    assert_int_equal(pthread_join(t, NULL), 0);
-    CHECK_INT(atomic_load(&r.calls), 1);
-    tuner_update(&tu, rc_cancel != 0);
-    if (rc_cancel == 0) {
-      cancelled++;
-      CHECK_INT(atomic_load(&r.result), BRAID_ECANCELED);
-    } else {
-      woke++;
-      CHECK_INT(rc_cancel, BRAID_ESTATE);
-      CHECK_INT(atomic_load(&r.result), 0);
-    }
-    CHECK_INT(braid_wait_free(w), 0);
-    CHECK_INT(atomic_load(&r.calls), 1);
-    CHECK_INT(braid_event_free(e), 0);
-  }
-  print_message("  %d woken, %d cancelled\n", woke, cancelled);
-  assert_int_equal(woke + cancelled, RACE_ITERS);
+  cb_race_case rc = {.wake_in_thread = 1,
+                     .setup = cb_race_new_event,
+                     .reg = cb_race_reg,
+                     .wake = cb_race_set,
+                     .check = cb_race_check,
+                     .teardown = cb_race_free_event};
+  run_cb_race_case(&rc);
 }
 
 /* ---- errors -------------------------------------------------------------------------- */
@@ -608,43 +483,22 @@ static void test_event_free_while_waited_on_is_estate(void **state) {
 }
 
 struct wrong_ctx {
-  braid_event *e;
-  braid_task *root, *sleeper;
-  int rc_null_in_loop, rc_other_thread, rc_not_running;
+  wrong_calls rc;
   size_t waiting_after;
 };
 
-static void *wrong_thread_wait(void *arg) {
-  struct wrong_ctx *c = arg;
-  c->rc_other_thread = braid_event_wait(c->root, c->e);
-  return NULL;
-}
-
-static int sleeper_body(braid_task *self, void *arg) {
-  (void)arg;
-  return braid_sleep_forever(self);
-}
-
 static int wrong_root(braid_task *self, void *arg) {
   struct wrong_ctx *c = arg;
-  c->root = self;
-  c->e = new_event();
-  CHECK_INT(braid_event_set(c->e), 0);
+  braid_event *e = new_event();
+  CHECK_INT(braid_event_set(e), 0);
   /* Set: a wrong caller would return at once with 0 if not refused. */
-  CHECK_INT(in_thread(wrong_thread_wait, c), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleeper_body, NULL, NULL, &c->sleeper), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
-  c->rc_not_running = braid_event_wait(c->sleeper, c->e);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-  CHECK_INT(braid_event_free(c->e), 0);
-  c->e = new_event();
-  c->rc_null_in_loop = braid_event_wait(NULL, c->e);
-  c->waiting_after = estats(c->e).waiting;
-  CHECK_INT(braid_event_free(c->e), 0);
+  c->rc.rc_other_thread = call_from_another_thread(ev_wait_op, self, e);
+  c->rc.rc_not_running = call_naming_a_blocked_task(self, ev_wait_op, e);
+  CHECK_INT(braid_event_free(e), 0);
+  e = new_event();
+  c->rc.rc_null_in_loop = braid_event_wait(NULL, e);
+  c->waiting_after = estats(e).waiting;
+  CHECK_INT(braid_event_free(e), 0);
   return 0;
 }
 
@@ -653,9 +507,7 @@ static void test_event_wrong_thread_and_wrong_task_are_refused(void **state) {
   struct wrong_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_real(wrong_root, &c), 0);
-  assert_true(c.rc_other_thread == BRAID_ETHREAD || c.rc_other_thread == BRAID_ESTATE);
-  assert_int_equal(c.rc_not_running, BRAID_ESTATE);
-  assert_int_equal(c.rc_null_in_loop, BRAID_ETHREAD);
+  assert_wrong_calls(&c.rc);
   assert_int_equal(c.waiting_after, 0);
 }
 

@@ -5,16 +5,26 @@
  * exactly once, cancellation of the group scope vs. an outer scope, nested
  * groups, spawning into a closed group, spawn options.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <string.h>
 
 #define SEC BRAID_SEC
 
-static braid_group *open_group(braid_task *self) {
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  return g;
+/* A failure as braid_group_failure reports it. */
+struct failure {
+  int code;
+  void *payload;
+  uint64_t tid;
+};
+
+/* Read the first n failures of g (as many as there are); returns how many
+ * the group has. */
+static size_t read_failures(const braid_group *g, struct failure *f, size_t n) {
+  size_t nfail = braid_group_failure_count(g);
+  for (size_t i = 0; i < nfail && i < n; i++)
+    CHECK_INT(braid_group_failure(g, i, &f[i].code, &f[i].payload, &f[i].tid), 0);
+  return nfail;
 }
 
 /* ---- the basics ------------------------------------------------------ */
@@ -121,8 +131,7 @@ static int out_task_root(braid_task *self, void *arg) {
     CHECK_INT(braid_task_is_stepped(c->out[i]), 0);
     CHECK_PTR(braid_task_loop(c->out[i]), braid_task_loop(self));
   }
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -149,9 +158,7 @@ struct fail_ctx {
   int rc_b_sleep, rc_body_sleep, rc_close;
   braid_time_t b_woke_at, body_woke_at, closed_at;
   size_t nfail;
-  int code0, code1;
-  void *payload0, *payload1;
-  uint64_t tid0, tid1;
+  struct failure f[2];
   int rc_failure_oob;
   tpayload p1, p2;
   int p1_before_free, p2_before_free;
@@ -184,8 +191,7 @@ static int first_failure_root(braid_task *self, void *arg) {
   c->body_woke_at = braid_now(self);
   c->rc_close = braid_group_close(g, c->rc_body_sleep);
   c->closed_at = braid_now(self);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code0, &c->payload0, &c->tid0), 0);
+  c->nfail = read_failures(g, c->f, 1);
   c->rc_failure_oob = braid_group_failure(g, 1, NULL, NULL, NULL);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -195,7 +201,7 @@ static void test_group_first_failure_cancels_siblings_and_body(void **state) {
   (void)state;
   struct fail_ctx c;
   memset(&c, 0, sizeof c);
-  c.payload0 = &c;
+  c.f[0].payload = &c;
   assert_int_equal(run_virtual(first_failure_root, &c), 0);
   assert_int_equal(c.rc_b_sleep, BRAID_ECANCELED);
   assert_int_equal(c.b_woke_at, SEC);
@@ -204,9 +210,9 @@ static void test_group_first_failure_cancels_siblings_and_body(void **state) {
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.closed_at, SEC);
   assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code0, 42);
-  assert_null(c.payload0);
-  assert_int_equal(c.tid0, c.id_a);
+  assert_int_equal(c.f[0].code, 42);
+  assert_null(c.f[0].payload);
+  assert_int_equal(c.f[0].tid, c.id_a);
   assert_int_equal(c.rc_failure_oob, BRAID_EINVAL);
 }
 
@@ -231,9 +237,7 @@ static int listed_failures_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, fail_with_p2_in_cleanup, c, NULL, &c->b), 0);
   c->id_b = braid_task_id(c->b);
   c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code0, &c->payload0, &c->tid0), 0);
-  CHECK_INT(braid_group_failure(g, 1, &c->code1, &c->payload1, &c->tid1), 0);
+  c->nfail = read_failures(g, c->f, 2);
   c->p1_before_free = c->p1.dtor_calls;
   c->p2_before_free = c->p2.dtor_calls;
   c->taken = braid_group_take_payload(g, 1);
@@ -251,12 +255,12 @@ static void test_group_failures_are_listed_in_order_with_codes_ids_and_payloads(
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.rc_b_sleep, BRAID_ECANCELED);
   assert_int_equal(c.nfail, 2);
-  assert_int_equal(c.code0, 11);
-  assert_ptr_equal(c.payload0, &c.p1);
-  assert_int_equal(c.tid0, c.id_a);
-  assert_int_equal(c.code1, 12);
-  assert_ptr_equal(c.payload1, &c.p2);
-  assert_int_equal(c.tid1, c.id_b);
+  assert_int_equal(c.f[0].code, 11);
+  assert_ptr_equal(c.f[0].payload, &c.p1);
+  assert_int_equal(c.f[0].tid, c.id_a);
+  assert_int_equal(c.f[1].code, 12);
+  assert_ptr_equal(c.f[1].payload, &c.p2);
+  assert_int_equal(c.f[1].tid, c.id_b);
   /* The group owns the payloads until freed... */
   assert_int_equal(c.p1_before_free, 0);
   assert_int_equal(c.p2_before_free, 0);
@@ -275,8 +279,7 @@ struct replace_ctx {
   int rc_first, rc_second, p1_after_second, rc_bad[4];
   int rc_close;
   size_t nfail;
-  int code;
-  void *payload;
+  struct failure f;
   int p2_before_free;
 };
 
@@ -293,8 +296,7 @@ static int replace_root(braid_task *self, void *arg) {
   braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn(g, fail_twice_child, c, NULL, NULL), 0);
   c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code, &c->payload, NULL), 0);
+  c->nfail = read_failures(g, &c->f, 1);
   c->p2_before_free = c->p2.dtor_calls;
   CHECK_INT(braid_group_free(g), 0);
   return 0;
@@ -310,8 +312,8 @@ static void test_task_fail_twice_replaces_and_destroys_the_first_payload(void **
   assert_int_equal(c.p1_after_second, 1);
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, 8);
-  assert_ptr_equal(c.payload, &c.p2);
+  assert_int_equal(c.f.code, 8);
+  assert_ptr_equal(c.f.payload, &c.p2);
   assert_int_equal(c.p2_before_free, 0);
   assert_int_equal(c.p1.dtor_calls, 1);
   assert_int_equal(c.p2.dtor_calls, 1);
@@ -328,11 +330,9 @@ static int bad_codes_child(braid_task *self, void *arg) {
 
 static int bad_codes_root(braid_task *self, void *arg) {
   struct replace_ctx *c = arg;
-  braid_group *g = open_group(self);
-  CHECK_INT(braid_group_spawn(g, bad_codes_child, c, NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_free(g), 0);
+  group_result r = run_in_group(self, bad_codes_child, c);
+  c->rc_close = r.rc_close;
+  c->nfail = r.nfail;
   return 0;
 }
 
@@ -352,7 +352,7 @@ static void test_task_fail_rejects_invalid_codes_and_destroys_the_payload(void *
 struct positive_ctx {
   int rc_close;
   size_t nfail;
-  int codes[2];
+  struct failure f[2];
 };
 
 static int return_positive(braid_task *self, void *arg) {
@@ -374,9 +374,7 @@ static int positive_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, return_positive, c, NULL, NULL), 0);
   CHECK_INT(braid_group_spawn(g, fail_then_return_zero, c, NULL, NULL), 0);
   c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  for (size_t i = 0; i < c->nfail && i < 2; i++)
-    CHECK_INT(braid_group_failure(g, i, &c->codes[i], NULL, NULL), 0);
+  c->nfail = read_failures(g, c->f, 2);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
@@ -388,8 +386,8 @@ static void test_group_positive_results_and_task_fail_are_failures(void **state)
   assert_int_equal(run_virtual(positive_root, &c), 0);
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.nfail, 2);
-  assert_int_equal(c.codes[0], 3);
-  assert_int_equal(c.codes[1], 9);
+  assert_int_equal(c.f[0].code, 3);
+  assert_int_equal(c.f[1].code, 9);
 }
 
 /* ---- failures of the body ------------------------------------------- */
@@ -398,9 +396,7 @@ struct body_fail_ctx {
   uint64_t id_root, id_child;
   int rc_child_sleep, rc_close, rc_body_cp, rc_fail_bad, rc_fail_closed;
   size_t nfail;
-  int code[2];
-  void *payload[2];
-  uint64_t tid[2];
+  struct failure f[2];
   tpayload p, bad, late;
   int p_before_free;
 };
@@ -420,9 +416,7 @@ static int close_with_failure_root(braid_task *self, void *arg) {
   c->id_child = braid_task_id(child);
   CHECK_INT(braid_sleep(self, SEC), 0);
   c->rc_close = braid_group_close(g, 99);
-  c->nfail = braid_group_failure_count(g);
-  for (size_t i = 0; i < c->nfail && i < 2; i++)
-    CHECK_INT(braid_group_failure(g, i, &c->code[i], &c->payload[i], &c->tid[i]), 0);
+  c->nfail = read_failures(g, c->f, 2);
   CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
@@ -435,11 +429,11 @@ static void test_group_close_with_failure_cancels_children_and_lists_body_first(
   assert_int_equal(c.rc_child_sleep, BRAID_ECANCELED);
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.nfail, 2);
-  assert_int_equal(c.code[0], 99);
-  assert_null(c.payload[0]);
-  assert_int_equal(c.tid[0], c.id_root);
-  assert_int_equal(c.code[1], 12);
-  assert_int_equal(c.tid[1], c.id_child);
+  assert_int_equal(c.f[0].code, 99);
+  assert_null(c.f[0].payload);
+  assert_int_equal(c.f[0].tid, c.id_root);
+  assert_int_equal(c.f[1].code, 12);
+  assert_int_equal(c.f[1].tid, c.id_child);
 }
 
 static int group_fail_root(braid_task *self, void *arg) {
@@ -453,8 +447,7 @@ static int group_fail_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_fail(g, 33, &c->p, tpayload_dtor), 0);
   c->rc_body_cp = braid_checkpoint(self);
   c->rc_close = braid_group_close(g, c->rc_body_cp);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code[0], &c->payload[0], &c->tid[0]), 0);
+  c->nfail = read_failures(g, c->f, 1);
   c->rc_fail_closed = braid_group_fail(g, 34, &c->late, tpayload_dtor);
   c->p_before_free = c->p.dtor_calls;
   CHECK_INT(braid_group_free(g), 0);
@@ -471,9 +464,9 @@ static void test_group_fail_records_a_body_failure_with_payload_and_cancels(void
   assert_int_equal(c.rc_body_cp, BRAID_ECANCELED);
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.nfail, 1); /* the cancelled child is not a failure */
-  assert_int_equal(c.code[0], 33);
-  assert_ptr_equal(c.payload[0], &c.p);
-  assert_int_equal(c.tid[0], c.id_root);
+  assert_int_equal(c.f[0].code, 33);
+  assert_ptr_equal(c.f[0].payload, &c.p);
+  assert_int_equal(c.f[0].tid, c.id_root);
   assert_int_equal(c.rc_fail_closed, BRAID_ESTATE);
   assert_int_equal(c.late.dtor_calls, 1); /* on every error the payload is destroyed */
   assert_int_equal(c.p_before_free, 0);
@@ -482,9 +475,8 @@ static void test_group_fail_records_a_body_failure_with_payload_and_cancels(void
 
 struct group_fail_twice_ctx {
   tpayload first, second;
-  int first_after_second, rc_close, code;
-  size_t nfail;
-  void *payload;
+  int first_after_second;
+  group_result r;
 };
 
 static int group_fail_twice_root(braid_task *self, void *arg) {
@@ -494,10 +486,7 @@ static int group_fail_twice_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_fail(g, 42, &c->second, tpayload_dtor), 0);
   c->first_after_second = c->first.dtor_calls;
   /* A failing body result adds nothing once group_fail recorded one. */
-  c->rc_close = braid_group_close(g, 77);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code, &c->payload, NULL), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 77);
   return 0;
 }
 
@@ -507,10 +496,10 @@ static void test_group_fail_twice_replaces_the_first_and_close_adds_nothing(void
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(group_fail_twice_root, &c), 0);
   assert_int_equal(c.first_after_second, 1);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, 42);
-  assert_ptr_equal(c.payload, &c.second);
+  assert_int_equal(c.r.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.r.nfail, 1);
+  assert_int_equal(c.r.code, 42);
+  assert_ptr_equal(c.r.payload, &c.second);
   assert_int_equal(c.first.dtor_calls, 1);
   assert_int_equal(c.second.dtor_calls, 1);
 }
@@ -557,6 +546,7 @@ static void test_group_free_runs_each_payload_destructor_exactly_once(void **sta
 /* ---- cancellation ---------------------------------------------------- */
 
 struct cancel_ctx {
+  braid_fn child; /* for close_under_deadline_root */
   int rc_child, rc_body, rc_close, caught, rc_outer_exit;
   size_t nfail;
   braid_time_t closed_at, child_done_at;
@@ -564,8 +554,7 @@ struct cancel_ctx {
 
 static int cancel_child(braid_task *self, void *arg) {
   struct cancel_ctx *c = arg;
-  c->rc_child = braid_sleep_forever(self);
-  return c->rc_child;
+  return child_sleep_forever(self, &c->rc_child);
 }
 
 static int cancel_group_scope_root(braid_task *self, void *arg) {
@@ -594,19 +583,20 @@ static void test_group_scope_cancel_is_caught_by_close(void **state) {
   assert_int_equal(c.nfail, 0);
 }
 
-static int outer_cancel_root(braid_task *self, void *arg) {
+/* A group with the one child c->child, inside a 1 s move_on_after of the
+ * root, which exits that scope with what close returned. */
+static int close_under_deadline_root(braid_task *self, void *arg) {
   struct cancel_ctx *c = arg;
   braid_scope *outer = NULL;
   CHECK_INT(braid_move_on_after(self, SEC, &outer), 0);
   braid_group *g = open_group(self);
-  CHECK_INT(braid_group_spawn(g, cancel_child, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, c->child, c, NULL, NULL), 0);
   c->rc_close = braid_group_close(g, 0);
   c->closed_at = braid_now(self);
   c->caught = braid_scope_cancelled_caught(braid_group_scope(g));
   c->nfail = braid_group_failure_count(g);
   CHECK_INT(braid_group_free(g), 0);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_close);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_outer_exit = leave_scope(outer, c->rc_close, NULL);
   return 0;
 }
 
@@ -614,7 +604,8 @@ static void test_group_outer_cancel_propagates_out_of_close(void **state) {
   (void)state;
   struct cancel_ctx c;
   memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual(outer_cancel_root, &c), 0);
+  c.child = cancel_child;
+  assert_int_equal(run_virtual(close_under_deadline_root, &c), 0);
   assert_int_equal(c.rc_child, BRAID_ECANCELED);
   assert_int_equal(c.rc_close, BRAID_ECANCELED);
   assert_int_equal(c.closed_at, SEC);
@@ -626,35 +617,17 @@ static void test_group_outer_cancel_propagates_out_of_close(void **state) {
 static int slow_cleanup_child(braid_task *self, void *arg) {
   struct cancel_ctx *c = arg;
   c->rc_child = braid_sleep_forever(self);
-  braid_scope *shield = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, BRAID_SHIELD, &shield), 0);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  CHECK_INT(braid_sleep(self, 2 * SEC), 0);
-  CHECK_INT(braid_scope_exit(shield, 0), 0);
-  CHECK_INT(braid_scope_unref(shield), 0);
+  CHECK_INT(shielded_sleep(self, 2 * SEC), 0);
   c->child_done_at = braid_now(self);
   return c->rc_child;
-}
-
-static int close_not_cancellable_root(braid_task *self, void *arg) {
-  struct cancel_ctx *c = arg;
-  braid_scope *outer = NULL;
-  CHECK_INT(braid_move_on_after(self, SEC, &outer), 0);
-  braid_group *g = open_group(self);
-  CHECK_INT(braid_group_spawn(g, slow_cleanup_child, c, NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->closed_at = braid_now(self);
-  CHECK_INT(braid_group_free(g), 0);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_close);
-  CHECK_INT(braid_scope_unref(outer), 0);
-  return 0;
 }
 
 static void test_group_close_keeps_waiting_for_children_when_cancelled(void **state) {
   (void)state;
   struct cancel_ctx c;
   memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual(close_not_cancellable_root, &c), 0);
+  c.child = slow_cleanup_child;
+  assert_int_equal(run_virtual(close_under_deadline_root, &c), 0);
   assert_int_equal(c.rc_child, BRAID_ECANCELED);
   assert_int_equal(c.child_done_at, 3 * SEC);
   assert_int_equal(c.closed_at, 3 * SEC);
@@ -662,20 +635,15 @@ static void test_group_close_keeps_waiting_for_children_when_cancelled(void **st
   assert_int_equal(c.rc_outer_exit, 0);
 }
 
-struct shielded_group_ctx {
-  int rc_child, rc_close, rc_outer_exit;
-  braid_time_t child_done_at;
-};
-
 static int sleep_two_seconds(braid_task *self, void *arg) {
-  struct shielded_group_ctx *c = arg;
+  struct cancel_ctx *c = arg;
   c->rc_child = braid_sleep(self, 2 * SEC);
   c->child_done_at = braid_now(self);
   return c->rc_child;
 }
 
 static int shielded_group_root(braid_task *self, void *arg) {
-  struct shielded_group_ctx *c = arg;
+  struct cancel_ctx *c = arg;
   braid_scope *outer = NULL;
   CHECK_INT(braid_move_on_after(self, SEC, &outer), 0);
   braid_group *g = open_group(self);
@@ -683,14 +651,13 @@ static int shielded_group_root(braid_task *self, void *arg) {
   CHECK_INT(braid_group_spawn(g, sleep_two_seconds, c, NULL, NULL), 0);
   c->rc_close = braid_group_close(g, 0);
   CHECK_INT(braid_group_free(g), 0);
-  c->rc_outer_exit = braid_scope_exit(outer, braid_checkpoint(self));
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_outer_exit = leave_scope(outer, braid_checkpoint(self), NULL);
   return 0;
 }
 
 static void test_group_scope_shield_protects_children_from_outer_cancel(void **state) {
   (void)state;
-  struct shielded_group_ctx c;
+  struct cancel_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(shielded_group_root, &c), 0);
   assert_int_equal(c.rc_child, 0);
@@ -737,22 +704,15 @@ struct empty_cp_ctx {
   int flag, flag_after_close, rc_close, rc_cp_after, rc_outer_exit, rc_own_close, own_caught;
 };
 
-static int set_flag(braid_task *self, void *arg) {
-  (void)self;
-  *(int *)arg = 1;
-  return 0;
-}
-
 static int empty_close_yields_root(braid_task *self, void *arg) {
   struct empty_cp_ctx *c = arg;
   braid_group *outer = open_group(self);
-  CHECK_INT(braid_group_spawn(outer, set_flag, &c->flag, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(outer, child_set_flag, &c->flag, NULL, NULL), 0);
   braid_group *inner = open_group(self);
   c->rc_close = braid_group_close(inner, 0);
   c->flag_after_close = c->flag;
   CHECK_INT(braid_group_free(inner), 0);
-  CHECK_INT(braid_group_close(outer, 0), 0);
-  CHECK_INT(braid_group_free(outer), 0);
+  close_group(outer);
   return 0;
 }
 
@@ -767,16 +727,12 @@ static void test_group_close_of_an_empty_group_yields(void **state) {
 
 static int empty_close_cancelled_root(braid_task *self, void *arg) {
   struct empty_cp_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  braid_scope *s = enter_cancelled_scope(self);
   braid_group *g = open_group(self);
   c->rc_close = braid_group_close(g, 0);
   CHECK_INT(braid_group_free(g), 0);
   c->rc_cp_after = braid_checkpoint(self);
-  c->rc_outer_exit = braid_scope_exit(s, c->rc_cp_after);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_outer_exit = leave_scope(s, c->rc_cp_after, NULL);
 
   /* The group's own scope cancelled, no children: caught by close. */
   g = open_group(self);
@@ -810,11 +766,9 @@ static void test_group_close_of_an_empty_group_in_a_cancelled_scope(void **state
 
 struct nested_ctx {
   int leaf_fails;
-  int rc_leaf, rc_inner_close, inner_code, rc_middle;
-  uint64_t leaf_id, inner_tid, middle_id;
-  size_t inner_nfail, outer_nfail;
-  int rc_outer_close, outer_code;
-  uint64_t outer_tid;
+  int rc_leaf;
+  uint64_t leaf_id, middle_id;
+  group_result inner, outer; /* the middle task's group and the root's */
   braid_time_t leaf_deadline;
 };
 
@@ -836,31 +790,21 @@ static int nested_middle(braid_task *self, void *arg) {
   braid_task *leaf = NULL;
   CHECK_INT(braid_group_spawn(g, nested_leaf, c, NULL, &leaf), 0);
   c->leaf_id = braid_task_id(leaf);
-  c->rc_inner_close = braid_group_close(g, 0);
-  c->inner_nfail = braid_group_failure_count(g);
-  if (c->inner_nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->inner_code, NULL, &c->inner_tid), 0);
-  CHECK_INT(braid_group_free(g), 0);
-  c->rc_middle = c->rc_inner_close;
-  return c->rc_middle;
+  c->inner = close_and_free_group(g, 0);
+  return c->inner.rc_close;
 }
 
 static int nested_root(braid_task *self, void *arg) {
   struct nested_ctx *c = arg;
-  braid_scope *deadline = NULL;
-  CHECK_INT(braid_scope_new(braid_now(self) + 100 * SEC, 0, &deadline), 0);
-  CHECK_INT(braid_scope_enter(self, deadline), 0);
+  braid_scope *deadline = enter_new_scope(self, braid_now(self) + 100 * SEC, 0);
   braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn(g, nested_middle, c, NULL, NULL), 0);
   if (!c->leaf_fails) {
     CHECK_INT(braid_sleep(self, 2 * SEC), 0);
     CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
   }
-  c->rc_outer_close = braid_group_close(g, 0);
-  c->outer_nfail = braid_group_failure_count(g);
-  if (c->outer_nfail > 0) CHECK_INT(braid_group_failure(g, 0, &c->outer_code, NULL, &c->outer_tid), 0);
-  CHECK_INT(braid_group_free(g), 0);
-  CHECK_INT(braid_scope_exit(deadline, 0), 0);
-  CHECK_INT(braid_scope_unref(deadline), 0);
+  c->outer = close_and_free_group(g, 0);
+  CHECK_INT(leave_scope(deadline, 0, NULL), 0);
   return 0;
 }
 
@@ -871,14 +815,14 @@ static void test_group_nested_failure_propagates_through_each_level(void **state
   c.leaf_fails = 1;
   assert_int_equal(run_virtual(nested_root, &c), 0);
   assert_int_equal(c.leaf_deadline, 100 * SEC);
-  assert_int_equal(c.rc_inner_close, BRAID_EFAILED);
-  assert_int_equal(c.inner_nfail, 1);
-  assert_int_equal(c.inner_code, 5);
-  assert_int_equal(c.inner_tid, c.leaf_id);
-  assert_int_equal(c.rc_outer_close, BRAID_EFAILED);
-  assert_int_equal(c.outer_nfail, 1);
-  assert_int_equal(c.outer_code, BRAID_EFAILED);
-  assert_int_equal(c.outer_tid, c.middle_id);
+  assert_int_equal(c.inner.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.inner.nfail, 1);
+  assert_int_equal(c.inner.code, 5);
+  assert_int_equal(c.inner.tid, c.leaf_id);
+  assert_int_equal(c.outer.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.outer.nfail, 1);
+  assert_int_equal(c.outer.code, BRAID_EFAILED);
+  assert_int_equal(c.outer.tid, c.middle_id);
 }
 
 static void test_group_cancel_reaches_grandchildren_and_outer_close_catches(void **state) {
@@ -888,10 +832,10 @@ static void test_group_cancel_reaches_grandchildren_and_outer_close_catches(void
   assert_int_equal(run_virtual(nested_root, &c), 0);
   assert_int_equal(c.rc_leaf, BRAID_ECANCELED);
   /* The middle group sees an outer cancellation: not caught there. */
-  assert_int_equal(c.rc_inner_close, BRAID_ECANCELED);
-  assert_int_equal(c.inner_nfail, 0);
-  assert_int_equal(c.rc_outer_close, 0);
-  assert_int_equal(c.outer_nfail, 0);
+  assert_int_equal(c.inner.rc_close, BRAID_ECANCELED);
+  assert_int_equal(c.inner.nfail, 0);
+  assert_int_equal(c.outer.rc_close, 0);
+  assert_int_equal(c.outer.nfail, 0);
 }
 
 /* ---- closed groups, late spawns -------------------------------------- */
@@ -901,12 +845,6 @@ struct closed_ctx {
   int child_ran;
   tpayload p;
 };
-
-static int never_run(braid_task *self, void *arg) {
-  (void)self;
-  *(int *)arg = 1;
-  return 0;
-}
 
 static int never_step(braid_task *self, void *ctx, int resume) {
   (void)self;
@@ -920,10 +858,10 @@ static int closed_group_root(braid_task *self, void *arg) {
   braid_group *g = open_group(self);
   CHECK_INT(braid_group_close(g, 0), 0);
   braid_task *t = (braid_task *)&t;
-  c->rc_spawn = braid_group_spawn(g, never_run, &c->child_ran, NULL, &t);
+  c->rc_spawn = braid_group_spawn(g, child_set_flag, &c->child_ran, NULL, &t);
   c->rc_spawn_stepped = braid_group_spawn_stepped(g, never_step, &c->child_ran, NULL, NULL);
   void *v = NULL;
-  c->rc_start = braid_group_start(g, self, never_run, &c->child_ran, NULL, &v);
+  c->rc_start = braid_group_start(g, self, child_set_flag, &c->child_ran, NULL, &v);
   c->rc_close_again = braid_group_close(g, 0);
   c->rc_fail = braid_group_fail(g, 3, &c->p, tpayload_dtor);
   CHECK_INT(braid_sleep(self, SEC), 0);
@@ -1014,9 +952,8 @@ static int stack_size_root(braid_task *self, void *arg) {
   CHECK_STR(braid_task_name(t), "big-stack");
   /* A tiny size is rounded up to pages and still runs a small body. */
   braid_spawn_opts small = spawn_opts(NULL, 1);
-  CHECK_INT(braid_group_spawn(g, set_flag, ok + 1, &small, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, ok + 1, &small, NULL), 0);
+  close_group(g);
   return 0;
 }
 

@@ -11,27 +11,7 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
 /* ---- helpers ---------------------------------------------------------- */
-
-static braid_lock_stats lstats(braid_lock *l) {
-  braid_lock_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  CHECK_INT(braid_lock_statistics(l, &s), 0);
-  return s;
-}
-
-static int lock_waiting(braid_lock *l) { return (int)lstats(l).waiting; }
-static int lock_locked(braid_lock *l) { return lstats(l).locked; }
-
-static braid_lock *new_lock(void) {
-  braid_lock *l = NULL;
-  CHECK_INT(braid_lock_new(&l), 0);
-  return l;
-}
 
 /* Check that the lock is owned by `kind`/`id`. */
 #define CHECK_OWNER(l, kind, id)                                                                                       \
@@ -50,21 +30,9 @@ static braid_lock *new_lock(void) {
     CHECK_INT(st_.waiting, 0);                                                                                         \
   } while (0)
 
-static int lock_wait(braid_task *t, sw *w) { return braid_lock_acquire(t, (braid_lock *)w->obj); }
-static int lock_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
-  return braid_lock_acquire_cb((braid_lock *)w->obj, w->token, cb, ud, out);
-}
-static void lock_release_after(braid_task *t, sw *w) { CHECK_INT(braid_lock_release(t, (braid_lock *)w->obj), 0); }
-static void lock_hold_then_release(braid_task *t, sw *w) {
-  sw_hold_until_released(t, w);
-  CHECK_INT(braid_lock_release(t, (braid_lock *)w->obj), 0);
-}
-
-/* Waiters that release at once / that hold until w->release is set. */
-static const sw_ops lock_ops = {lock_wait, lock_wait_cb, lock_release_after};
-static const sw_ops lock_hold_ops = {lock_wait, lock_wait_cb, lock_hold_then_release};
-/* Waiters that keep the lock (the test releases or inspects it). */
-static const sw_ops lock_keep_ops = {lock_wait, lock_wait_cb, NULL};
+static void lock_hold(braid_task *self, void *l) { CHECK_INT(braid_lock_acquire(self, l), 0); }
+static int lock_release(braid_task *self, void *l) { return braid_lock_release(self, l); }
+static int lock_nowait(braid_task *self, void *l) { return braid_lock_acquire_nowait(self, l); }
 
 /* ---- basics ------------------------------------------------------------ */
 
@@ -426,36 +394,18 @@ static void test_lock_release_by_anyone_but_the_owner_is_eperm(void **state) {
   assert_int_equal(c.after.owner_kind, BRAID_OWNER_TASK);
 }
 
-struct eperm_thread_ctx {
-  braid_lock *l;
-  atomic_int held, go;
-  int rc_other_thread, rc_other_owner;
-};
-
-static void *eperm_holder(void *arg) {
-  struct eperm_thread_ctx *c = arg;
-  CHECK_INT(braid_lock_acquire(NULL, c->l), 0);
-  atomic_store(&c->held, 1);
-  WAIT_UNTIL(NULL, atomic_load(&c->go));
-  CHECK_INT(braid_lock_release(NULL, c->l), 0);
-  return NULL;
-}
-
 static void test_lock_release_by_another_thread_or_a_wrong_token_is_eperm(void **state) {
   (void)state;
-  struct eperm_thread_ctx c;
-  memset(&c, 0, sizeof c);
-  c.l = new_lock();
-  pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, eperm_holder, &c), 0);
-  WAIT_UNTIL(NULL, atomic_load(&c.held));
-  c.rc_other_thread = braid_lock_release(NULL, c.l);
-  c.rc_other_owner = braid_lock_release_owner(c.l, 1);
-  braid_lock_stats st = lstats(c.l);
-  atomic_store(&c.go, 1);
-  assert_int_equal(pthread_join(t, NULL), 0);
-  assert_int_equal(c.rc_other_thread, BRAID_EPERM);
-  assert_int_equal(c.rc_other_owner, BRAID_EPERM);
+  braid_lock *l = new_lock();
+  lock_holder h;
+  lock_holder_start(&h, l);
+  int rc_other_thread = braid_lock_release(NULL, l);
+  int rc_other_owner = braid_lock_release_owner(l, 1);
+  braid_lock_stats st = lstats(l);
+  lock_holder_let_go(&h);
+  lock_holder_join(&h);
+  assert_int_equal(rc_other_thread, BRAID_EPERM);
+  assert_int_equal(rc_other_owner, BRAID_EPERM);
   assert_int_equal(st.locked, 1);
   assert_int_equal(st.owner_kind, BRAID_OWNER_THREAD);
 
@@ -463,89 +413,71 @@ static void test_lock_release_by_another_thread_or_a_wrong_token_is_eperm(void *
   braid_wait *w = NULL;
   cb_rec r;
   cb_rec_init(&r, NULL, 0);
-  assert_int_equal(braid_lock_acquire_cb(c.l, 11, cb_record, &r, &w), 0);
-  assert_int_equal(braid_lock_release_owner(c.l, 12), BRAID_EPERM);
-  assert_int_equal(braid_lock_release(NULL, c.l), BRAID_EPERM);
-  CHECK_OWNER(c.l, BRAID_OWNER_FOREIGN, 11);
-  assert_int_equal(braid_lock_release_owner(c.l, 11), 0);
-  CHECK_FREE(c.l);
-  assert_int_equal(braid_lock_free(c.l), 0);
+  assert_int_equal(braid_lock_acquire_cb(l, 11, cb_record, &r, &w), 0);
+  assert_int_equal(braid_lock_release_owner(l, 12), BRAID_EPERM);
+  assert_int_equal(braid_lock_release(NULL, l), BRAID_EPERM);
+  CHECK_OWNER(l, BRAID_OWNER_FOREIGN, 11);
+  assert_int_equal(braid_lock_release_owner(l, 11), 0);
+  CHECK_FREE(l);
+  assert_int_equal(braid_lock_free(l), 0);
 }
 
 /* ---- hand-off to each kind of waiter ---------------------------------- */
 
 struct handoff_ctx {
-  int kind;
-  braid_lock *l;
-  sw w;
+  handoff_case hc;
   braid_lock_stats before, after_release, held_by_waiter;
-  int rc_nowait;
-  uintptr_t root_frame;
 };
 
-static int handoff_root(braid_task *self, void *arg) {
-  struct handoff_ctx *c = arg;
-  c->l = new_lock();
-  CHECK_INT(braid_lock_acquire(self, c->l), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  const sw_ops *ops = c->kind == W_STEPPED ? &lock_ops : c->kind == W_CB ? &lock_keep_ops : &lock_hold_ops;
-  sw_init(&c->w, ops, c->l, c->kind, 1, NULL);
-  CHECK_INT(sw_start(g, &c->w), 0);
-  if (c->kind == W_CB) CHECK_INT(c->w.rc_register, BRAID_EPENDING);
-  WAIT_UNTIL(self, lock_waiting(c->l) == 1);
-  CHECK(!sw_done(&c->w));
-  c->before = lstats(c->l);
-  volatile int local = 0;
-  c->root_frame = (uintptr_t)&local;
-  CHECK_INT(braid_lock_release(self, c->l), 0);
-  /* Ownership passed directly: the waiter owns it before it even ran. */
-  c->after_release = lstats(c->l);
-  c->rc_nowait = braid_lock_acquire_nowait(self, c->l);
-  WAIT_UNTIL(self, sw_rc(&c->w) != 1);
-  CHECK_INT(sw_rc(&c->w), 0);
-  if (c->kind == W_CB) {
-    c->held_by_waiter = lstats(c->l);
-    CHECK_INT(braid_lock_release_owner(c->l, c->w.token), 0);
-  } else if (c->kind != W_STEPPED) {
-    c->held_by_waiter = lstats(c->l);
-    atomic_store(&c->w.release, 1);
+static void handoff_snap(handoff_case *hc, int when) {
+  struct handoff_ctx *c = hc->ud;
+  if (when == SNAP_QUEUED)
+    c->before = lstats(hc->obj);
+  else /* ownership passed directly: the waiter owns it before it even ran */
+    c->after_release = lstats(hc->obj);
+}
+
+/* The waiter owns the lock: note that, and have it released. */
+static void handoff_let_go(braid_task *self, handoff_case *hc) {
+  struct handoff_ctx *c = hc->ud;
+  (void)self;
+  if (hc->kind == W_CB) {
+    c->held_by_waiter = lstats(hc->obj);
+    CHECK_INT(braid_lock_release_owner(hc->obj, hc->w.token), 0);
+  } else if (hc->kind != W_STEPPED) {
+    c->held_by_waiter = lstats(hc->obj);
+    atomic_store(&hc->w.release, 1);
   }
-  WAIT_UNTIL(self, sw_done(&c->w) && !lock_locked(c->l));
-  close_group(g);
-  sw_join(&c->w);
-  CHECK_FREE(c->l);
-  CHECK_INT(braid_lock_free(c->l), 0);
-  return 0;
 }
 
 static void run_handoff(int kind) {
   struct handoff_ctx c;
   memset(&c, 0, sizeof c);
-  c.kind = kind;
-  assert_int_equal(run_real(handoff_root, &c), 0);
+  c.hc = (handoff_case){.ops = kind == W_STEPPED ? &lock_ops
+                               : kind == W_CB    ? &lock_keep_ops
+                                                 : &lock_hold_ops,
+                        .obj = new_lock(),
+                        .kind = kind,
+                        .hold = lock_hold,
+                        .wake = lock_release,
+                        .nowait = lock_nowait,
+                        .let_go = handoff_let_go,
+                        .snap = handoff_snap,
+                        .ud = &c};
+  run_handoff_case(&c.hc);
   assert_int_equal(c.before.locked, 1);
   assert_int_equal(c.before.owner_kind, BRAID_OWNER_TASK);
   assert_int_equal(c.before.waiting, 1);
   assert_int_equal(c.after_release.locked, 1);
-  assert_int_equal(c.after_release.owner_kind, sw_owner_kind(&c.w));
-  assert_int_equal(c.after_release.owner_id, sw_id(&c.w));
+  assert_int_equal(c.after_release.owner_kind, sw_owner_kind(&c.hc.w));
+  assert_int_equal(c.after_release.owner_id, sw_id(&c.hc.w));
   assert_int_equal(c.after_release.waiting, 0);
-  assert_int_equal(c.rc_nowait, BRAID_EWOULDBLOCK); /* no barging */
-  assert_int_equal(sw_rc(&c.w), 0);
   if (kind != W_STEPPED) {
-    assert_int_equal(c.held_by_waiter.owner_kind, sw_owner_kind(&c.w));
-    assert_int_equal(c.held_by_waiter.owner_id, sw_id(&c.w));
+    assert_int_equal(c.held_by_waiter.owner_kind, sw_owner_kind(&c.hc.w));
+    assert_int_equal(c.held_by_waiter.owner_id, sw_id(&c.hc.w));
   }
-  if (kind == W_CB) {
-    assert_int_equal(atomic_load(&c.w.cb.calls), 1);
-    assert_int_equal(atomic_load(&c.w.cb.result), 0);
-    /* The completer was a stackful task: the callback ran on the loop
-     * thread, outside any task and off the task's stack. */
-    assert_int_equal(atomic_load(&c.w.cb.on_task), 0);
-    assert_int_equal(atomic_load(&c.w.cb.thread), braid_thread_id());
-    assert_false(near_addr(atomic_load(&c.w.cb.frame), c.root_frame, 256 * 1024));
-  }
+  CHECK_FREE(c.hc.obj);
+  assert_int_equal(braid_lock_free(c.hc.obj), 0);
 }
 
 static void test_lock_release_hands_ownership_to_a_waiting_stackful_task(void **state) {
@@ -570,73 +502,44 @@ static void test_lock_release_hands_ownership_to_a_waiting_callback(void **state
 
 /* ---- FIFO across kinds -------------------------------------------------- */
 
-#define MIX_N 8
-
 struct mix_ctx {
-  braid_lock *l;
-  order_log log;
-  sw w[MIX_N];
-  int kinds[MIX_N];
-  int n;
+  mix_case mc;
   int rc_nowait_after_first;
-  uint64_t first_owner;
-  int first_owner_kind;
+  braid_lock_stats after_first;
 };
 
-static int mix_root(braid_task *self, void *arg) {
-  struct mix_ctx *c = arg;
-  c->l = new_lock();
-  log_init(&c->log);
-  CHECK_INT(braid_lock_acquire(self, c->l), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < c->n; i++) {
-    sw_init(&c->w[i], c->kinds[i] == W_CB ? &lock_keep_ops : &lock_ops, c->l, c->kinds[i], i, &c->log);
-    CHECK_INT(sw_start(g, &c->w[i]), 0);
-    WAIT_UNTIL(self, lock_waiting(c->l) == i + 1);
-  }
-  CHECK_INT(log_len(&c->log), 0);
-  CHECK_INT(braid_lock_release(self, c->l), 0);
-  braid_lock_stats st = lstats(c->l);
-  c->first_owner = st.owner_id;
-  c->first_owner_kind = st.owner_kind;
-  c->rc_nowait_after_first = braid_lock_acquire_nowait(self, c->l);
-  /* Let the chain run; each callback owner is released here in turn. */
-  for (int i = 0; i < c->n; i++) {
-    WAIT_UNTIL(self, sw_done(&c->w[i]));
-    CHECK_INT(sw_rc(&c->w[i]), 0);
-    if (c->kinds[i] == W_CB) {
-      CHECK_OWNER(c->l, BRAID_OWNER_FOREIGN, c->w[i].token);
-      CHECK_INT(braid_lock_release_owner(c->l, c->w[i].token), 0);
-    }
-  }
-  close_group(g);
-  for (int i = 0; i < c->n; i++)
-    sw_join(&c->w[i]);
-  CHECK_FREE(c->l);
-  CHECK_INT(braid_lock_free(c->l), 0);
-  return 0;
+static void mix_snap(mix_case *mc, int when) {
+  struct mix_ctx *c = mc->ud;
+  (void)when;
+  c->after_first = lstats(mc->obj);
+  c->rc_nowait_after_first = braid_lock_acquire_nowait(mc->root, mc->obj);
+}
+
+/* Each callback owner is released here in turn. */
+static void mix_on_done(braid_task *self, mix_case *mc, int i) {
+  (void)self;
+  if (mc->kinds[i] != W_CB) return;
+  CHECK_OWNER(mc->obj, BRAID_OWNER_FOREIGN, mc->w[i].token);
+  CHECK_INT(braid_lock_release_owner(mc->obj, mc->w[i].token), 0);
 }
 
 static void run_mix(const int *kinds, int n) {
   struct mix_ctx *c = calloc(1, sizeof *c);
   assert_non_null(c);
-  c->n = n;
-  for (int i = 0; i < n; i++)
-    c->kinds[i] = kinds[i];
-  assert_int_equal(run_real(mix_root, c), 0);
-  assert_int_equal(c->first_owner_kind, sw_owner_kind(&c->w[0]));
-  assert_int_equal(c->first_owner, sw_id(&c->w[0]));
+  c->mc = (mix_case){.ops = &lock_ops,
+                     .cb_ops = &lock_keep_ops,
+                     .obj = new_lock(),
+                     .hold = lock_hold,
+                     .wake = lock_release,
+                     .on_done = mix_on_done,
+                     .snap = mix_snap,
+                     .ud = c};
+  run_mix_case(&c->mc, kinds, n);
+  assert_int_equal(c->after_first.owner_kind, sw_owner_kind(&c->mc.w[0]));
+  assert_int_equal(c->after_first.owner_id, sw_id(&c->mc.w[0]));
   assert_int_equal(c->rc_nowait_after_first, BRAID_EWOULDBLOCK);
-  assert_int_equal(log_len(&c->log), n);
-  for (int i = 0; i < n; i++) {
-    if (log_at(&c->log, i) != i)
-      print_error("position %d: waiter %d (%s) got the lock, expected waiter %d (%s)\n", i, log_at(&c->log, i),
-                  kind_name(kinds[log_at(&c->log, i)]), i, kind_name(kinds[i]));
-    assert_int_equal(log_at(&c->log, i), i);
-  }
-  for (int i = 0; i < n; i++)
-    if (kinds[i] == W_CB) assert_int_equal(atomic_load(&c->w[i].cb.calls), 1);
+  CHECK_FREE(c->mc.obj);
+  assert_int_equal(braid_lock_free(c->mc.obj), 0);
   free(c);
 }
 
@@ -705,55 +608,34 @@ static void test_lock_a_task_of_another_loop_is_handed_the_lock_across_threads(v
 /* ---- cancellation of waiters ------------------------------------------- */
 
 struct deadline_ctx {
-  int kind;
-  braid_lock *l;
-  sw cancelled, next;
-  braid_time_t t0;
-  size_t waiting_before, waiting_after;
+  deadline_case dc;
   braid_lock_stats after_release;
 };
 
-static int deadline_root(braid_task *self, void *arg) {
-  struct deadline_ctx *c = arg;
-  c->l = new_lock();
-  c->t0 = braid_now(self);
-  CHECK_INT(braid_lock_acquire(self, c->l), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  /* First in the queue: a waiter with a deadline in 5 s; behind it, one
-   * without. */
-  sw_init(&c->cancelled, &lock_ops, c->l, c->kind, 1, NULL);
-  sw_init(&c->next, &lock_ops, c->l, W_TASK, 2, NULL);
-  c->cancelled.scope = new_scope(c->t0 + 5 * SEC, 0);
-  CHECK_INT(sw_start(g, &c->cancelled), 0);
-  CHECK_INT(sw_start(g, &c->next), 0);
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  c->waiting_before = lstats(c->l).waiting;
-  CHECK_INT(braid_sleep(self, 9 * SEC), 0); /* the deadline passes meanwhile */
-  CHECK(sw_done(&c->cancelled));
-  c->waiting_after = lstats(c->l).waiting;
-  CHECK_INT(braid_lock_release(self, c->l), 0);
-  c->after_release = lstats(c->l);
-  close_group(g);
-  CHECK_FREE(c->l);
-  CHECK_INT(braid_lock_free(c->l), 0);
-  CHECK_INT(braid_scope_unref(c->cancelled.scope), 0);
-  return 0;
+static void deadline_snap(deadline_case *dc, int when) {
+  struct deadline_ctx *c = dc->ud;
+  if (when == SNAP_WOKEN) c->after_release = lstats(dc->obj);
 }
 
 static void run_deadline(int kind) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
-  c.kind = kind;
-  assert_int_equal(run_virtual(deadline_root, &c), 0);
-  assert_int_equal(sw_rc(&c.cancelled), BRAID_ECANCELED);
-  assert_int_equal(c.cancelled.woke_at, c.t0 + 5 * SEC);
-  assert_int_equal(c.waiting_before, 2);
-  assert_int_equal(c.waiting_after, 1); /* the cancelled waiter left the queue */
-  /* The hand-off skipped it. */
+  /* First in the queue: a waiter with a deadline in 5 s; behind it, one
+   * without. */
+  c.dc = (deadline_case){.ops = &lock_ops,
+                         .obj = new_lock(),
+                         .kind = kind,
+                         .deadline = 5 * SEC,
+                         .hold = lock_hold,
+                         .wake = lock_release,
+                         .snap = deadline_snap,
+                         .ud = &c};
+  run_deadline_case(&c.dc);
+  /* The hand-off skipped the cancelled waiter. */
   assert_int_equal(c.after_release.owner_kind, BRAID_OWNER_TASK);
-  assert_int_equal(c.after_release.owner_id, sw_id(&c.next));
-  assert_int_equal(sw_rc(&c.next), 0);
+  assert_int_equal(c.after_release.owner_id, sw_id(&c.dc.next));
+  CHECK_FREE(c.dc.obj);
+  assert_int_equal(braid_lock_free(c.dc.obj), 0);
 }
 
 static void test_lock_a_stackful_waiter_whose_deadline_passes_gets_ecanceled_and_leaves_the_queue(void **state) {
@@ -820,54 +702,45 @@ static void test_lock_a_waiting_thread_with_a_short_real_deadline_gets_ecanceled
   assert_int_equal(braid_lock_acquire(NULL, l), 0);
   sw w;
   sw_init(&w, &lock_ops, l, W_THREAD, 1, NULL);
-  int64_t t0 = real_ns();
-  w.scope = new_scope(braid_now(NULL) + 50 * MSEC, 0);
-  assert_int_equal(sw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, sw_done(&w));
-  int64_t elapsed = real_ns() - t0;
-  sw_join(&w);
-  assert_int_equal(sw_rc(&w), BRAID_ECANCELED);
-  assert_true(elapsed >= 45 * MSEC);
-  assert_true(elapsed < 10 * SEC);
+  sw_thread_short_deadline(&w, 50 * MSEC);
   braid_lock_stats st = lstats(l);
-  assert_int_equal(st.waiting, 0);
   assert_int_equal(st.owner_kind, BRAID_OWNER_THREAD);
   assert_int_equal(st.owner_id, braid_thread_id());
-  assert_int_equal(braid_scope_cancel_called(w.scope), 1);
   assert_int_equal(braid_lock_release(NULL, l), 0);
   CHECK_FREE(l);
-  assert_int_equal(braid_scope_unref(w.scope), 0);
   assert_int_equal(braid_lock_free(l), 0);
 }
 
 /* ---- level-triggered cancellation ---------------------------------------- */
 
 struct level_ctx {
-  atomic_int sibling_ran;
-  int rc_first, rc_second, sibling_ran_before_return, rc_nowait, rc_exit;
+  level_case lc;
+  braid_lock *l;
+  int rc_second, rc_nowait;
   braid_lock_stats after;
 };
 
+static int level_acquire(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  return braid_lock_acquire(self, c->l);
+}
+
+static void level_more(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  c->rc_second = braid_lock_acquire(self, c->l);
+  c->after = lstats(c->l);
+  /* Not a checkpoint: the nowait variant still works inside the scope. */
+  c->rc_nowait = braid_lock_acquire_nowait(self, c->l);
+  if (c->rc_nowait == 0) CHECK_INT(braid_lock_release(self, c->l), 0);
+}
+
 static int level_root(braid_task *self, void *arg) {
   struct level_ctx *c = arg;
-  braid_lock *l = new_lock();
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling_ran, NULL, NULL), 0);
-  braid_scope *s = cancelled_scope();
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc_first = braid_lock_acquire(self, l);
-  c->sibling_ran_before_return = atomic_load(&c->sibling_ran);
-  c->rc_second = braid_lock_acquire(self, l);
-  c->after = lstats(l);
-  /* Not a checkpoint: the nowait variant still works inside the scope. */
-  c->rc_nowait = braid_lock_acquire_nowait(self, l);
-  if (c->rc_nowait == 0) CHECK_INT(braid_lock_release(self, l), 0);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  CHECK_INT(braid_scope_unref(s), 0);
-  close_group(g);
-  CHECK_FREE(l);
-  CHECK_INT(braid_lock_free(l), 0);
+  c->l = new_lock();
+  c->lc = (level_case){.op = level_acquire, .more = level_more, .ud = c};
+  level_case_run(self, &c->lc);
+  CHECK_FREE(c->l);
+  CHECK_INT(braid_lock_free(c->l), 0);
   return 0;
 }
 
@@ -876,13 +749,11 @@ static void test_lock_acquire_in_a_cancelled_scope_yields_then_fails_with_ecance
   struct level_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(level_root, &c), 0);
-  assert_int_equal(c.rc_first, BRAID_ECANCELED);
-  assert_int_equal(c.sibling_ran_before_return, 1);
+  assert_level_case(&c.lc);
   assert_int_equal(c.rc_second, BRAID_ECANCELED);
   assert_int_equal(c.after.locked, 0); /* the free lock was not taken */
   assert_int_equal(c.after.waiting, 0);
   assert_int_equal(c.rc_nowait, 0);
-  assert_int_equal(c.rc_exit, 0);
 }
 
 struct level_step_ctx {
@@ -967,78 +838,48 @@ static void test_lock_acquire_by_a_thread_in_a_cancelled_scope_fails_with_ecance
 
 /* ---- races: release versus cancellation of the waiter ------------------- */
 
-#if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 100
-#else
-#define RACE_ITERS 400
-#endif
+/* Each round this thread holds the lock; releasing it races the
+ * cancellation of a waiting thread that holds what it gets. */
+static void race_hold(race_case *rc) { assert_int_equal(braid_lock_acquire(NULL, rc->obj), 0); }
+static int race_release(race_case *rc) { return braid_lock_release(NULL, rc->obj); }
 
-struct race_cancel_arg {
-  braid_scope *scope; /* the canceller's reference */
-  spin_barrier *go;
-  unsigned jitter;
-};
+static void race_settle(race_case *rc, sw *w) {
+  CHECK_INT(rc->rc_wake, 0);
+  braid_lock_stats st = lstats(rc->obj);
+  if (sw_rc(w) == 0) {
+    /* Handed over: the waiter owns it, even though its scope is cancelled. */
+    CHECK_INT(st.locked, 1);
+    CHECK_INT(st.owner_kind, BRAID_OWNER_THREAD);
+    CHECK_INT(st.owner_id, sw_id(w));
+    atomic_store(&w->release, 1);
+  } else {
+    CHECK_INT(st.locked, 0); /* the release found nobody: the lock is free */
+  }
+  CHECK_INT(st.waiting, 0);
+}
 
-static void *race_canceller(void *arg) {
-  struct race_cancel_arg *a = arg;
-  barrier_wait(a->go);
-  spin_for(a->jitter);
-  CHECK_INT(braid_scope_cancel(a->scope), 0);
-  CHECK_INT(braid_scope_unref(a->scope), 0);
-  return NULL;
+static void race_check(race_case *rc, sw *w) {
+  (void)w;
+  CHECK_FREE(rc->obj);
 }
 
 static void test_lock_race_release_against_cancel_of_a_waiting_thread_never_loses_the_lock(void **state) {
   (void)state;
   braid_lock *l = new_lock();
-  int got = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    assert_int_equal(braid_lock_acquire(NULL, l), 0);
-    sw w;
-    sw_init(&w, &lock_hold_ops, l, W_THREAD, 1, NULL);
-    w.scope = new_scope(BRAID_NEVER, 0);
-    spin_barrier go;
-    barrier_init(&go, 2);
-    struct race_cancel_arg a = {braid_scope_ref(w.scope), &go, tuner_canceller_delay(&tu)};
-    assert_int_equal(sw_start(NULL, &w), 0);
-    WAIT_UNTIL(NULL, lock_waiting(l) == 1);
-    pthread_t c;
-    assert_int_equal(pthread_create(&c, NULL, race_canceller, &a), 0);
-    barrier_wait(&go);
-    spin_for(tuner_waker_delay(&tu));
-    assert_int_equal(braid_lock_release(NULL, l), 0);
-    WAIT_UNTIL(NULL, sw_rc(&w) != 1);
-    assert_int_equal(pthread_join(c, NULL), 0);
-    braid_lock_stats st = lstats(l);
-    int rc = sw_rc(&w);
-    tuner_update(&tu, rc == 0);
-    if (rc == 0) {
-      got++;
-      /* Handed over: the waiter owns it, even though its scope is cancelled. */
-      CHECK_INT(st.locked, 1);
-      CHECK_INT(st.owner_kind, BRAID_OWNER_THREAD);
-      CHECK_INT(st.owner_id, sw_id(&w));
-      atomic_store(&w.release, 1);
-    } else {
-      cancelled++;
-      CHECK_INT(rc, BRAID_ECANCELED);
-      CHECK_INT(st.locked, 0); /* the release found nobody: the lock is free */
-    }
-    CHECK_INT(st.waiting, 0);
-    sw_join(&w);
-    CHECK_FREE(l);
-    CHECK_INT(braid_scope_unref(w.scope), 0);
-  }
-  print_message("  %d hand-offs, %d cancellations (jitter %d)\n", got, cancelled, tu.d);
-  assert_int_equal(got + cancelled, RACE_ITERS);
+  race_case rc = {.ops = &lock_hold_ops,
+                  .obj = l,
+                  .setup = race_hold,
+                  .wake = race_release,
+                  .settle = race_settle,
+                  .check = race_check};
+  run_race_case(&rc);
   assert_int_equal(braid_lock_free(l), 0);
 }
 
 struct task_race_ctx {
   braid_lock *l;
   atomic_int held;
-  spin_barrier go;
+  racer canceller;
   race_tuner tu;
   int iter, got, cancelled;
 };
@@ -1048,8 +889,7 @@ static void *task_race_releaser(void *arg) {
   CHECK_INT(braid_lock_acquire(NULL, c->l), 0);
   atomic_store(&c->held, 1);
   WAIT_UNTIL(NULL, lock_waiting(c->l) == 1);
-  barrier_wait(&c->go);
-  spin_for(tuner_waker_delay(&c->tu));
+  racer_go(&c->canceller, tuner_waker_delay(&c->tu));
   CHECK_INT(braid_lock_release(NULL, c->l), 0);
   return NULL;
 }
@@ -1059,18 +899,16 @@ static int task_race_root(braid_task *self, void *arg) {
   c->l = new_lock();
   for (c->iter = 0; c->iter < RACE_ITERS && check_failures() == 0; c->iter++) {
     atomic_store(&c->held, 0);
-    barrier_init(&c->go, 2);
     braid_scope *s = new_scope(BRAID_NEVER, 0);
-    struct race_cancel_arg a = {braid_scope_ref(s), &c->go, tuner_canceller_delay(&c->tu)};
-    pthread_t r, k;
+    racer_start(&c->canceller, cancel_scope_act, s, tuner_canceller_delay(&c->tu));
+    pthread_t r;
     CHECK_INT(pthread_create(&r, NULL, task_race_releaser, c), 0);
-    CHECK_INT(pthread_create(&k, NULL, race_canceller, &a), 0);
     WAIT_UNTIL(self, atomic_load(&c->held));
     CHECK_INT(braid_scope_enter(self, s), 0);
     int rc = braid_lock_acquire(self, c->l);
     CHECK_INT(braid_scope_exit(s, rc), rc == BRAID_ECANCELED ? 0 : rc);
     CHECK_INT(pthread_join(r, NULL), 0);
-    CHECK_INT(pthread_join(k, NULL), 0);
+    racer_join(&c->canceller);
     braid_lock_stats st = lstats(c->l);
     tuner_update(&c->tu, rc == 0);
     if (rc == 0) {
@@ -1163,45 +1001,32 @@ static void test_lock_free_of_a_locked_or_waited_on_lock_is_estate(void **state)
 
 struct wrong_ctx {
   braid_lock *l;
-  braid_task *root, *sleeper;
-  int rc_null_in_loop, rc_other_thread, rc_not_running;
-  braid_lock_stats after_null, after_other, after_not_running;
+  wrong_calls rc;
+  braid_lock_stats after_call, after_null, after_other, after_not_running;
 };
 
-static void *wrong_thread_acquire(void *arg) {
+static int wrong_acquire(braid_task *task, void *arg) {
   struct wrong_ctx *c = arg;
-  c->rc_other_thread = braid_lock_acquire(c->root, c->l);
-  return NULL;
-}
-
-static int sleeper_body(braid_task *self, void *arg) {
-  (void)arg;
-  return braid_sleep_forever(self);
+  int rc = braid_lock_acquire(task, c->l);
+  c->after_call = lstats(c->l);
+  return rc;
 }
 
 static int wrong_root(braid_task *self, void *arg) {
   struct wrong_ctx *c = arg;
-  c->root = self;
   c->l = new_lock();
   /* A task of another thread's loop: refused, and the lock stays free. */
-  CHECK_INT(in_thread(wrong_thread_acquire, c), 0);
-  c->after_other = lstats(c->l);
+  c->rc.rc_other_thread = call_from_another_thread(wrong_acquire, self, c);
+  c->after_other = c->after_call;
   /* A task that is not the running one. */
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleeper_body, NULL, NULL, &c->sleeper), 0);
-  CHECK_INT(braid_checkpoint(self), 0); /* the sleeper is blocked now */
-  c->rc_not_running = braid_lock_acquire(c->sleeper, c->l);
-  c->after_not_running = lstats(c->l);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->rc.rc_not_running = call_naming_a_blocked_task(self, wrong_acquire, c);
+  c->after_not_running = c->after_call;
   /* A blocking thread wait from the thread that runs this loop. */
   braid_wait *w = NULL;
   cb_rec r;
   cb_rec_init(&r, NULL, 0);
   CHECK_INT(braid_lock_acquire_cb(c->l, 9, cb_record, &r, &w), 0);
-  c->rc_null_in_loop = braid_lock_acquire(NULL, c->l);
+  c->rc.rc_null_in_loop = braid_lock_acquire(NULL, c->l);
   c->after_null = lstats(c->l);
   CHECK_INT(braid_lock_release_owner(c->l, 9), 0);
   CHECK_FREE(c->l);
@@ -1214,14 +1039,10 @@ static void test_lock_wrong_thread_and_wrong_task_are_refused(void **state) {
   struct wrong_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_real(wrong_root, &c), 0);
-  /* The root is not this thread's task: ETHREAD (or ESTATE, "not the
-   * running task", which is also true from here). */
-  assert_true(c.rc_other_thread == BRAID_ETHREAD || c.rc_other_thread == BRAID_ESTATE);
+  assert_wrong_calls(&c.rc);
   assert_int_equal(c.after_other.locked, 0);
-  assert_int_equal(c.rc_not_running, BRAID_ESTATE);
   assert_int_equal(c.after_not_running.locked, 0);
   assert_int_equal(c.after_not_running.waiting, 0);
-  assert_int_equal(c.rc_null_in_loop, BRAID_ETHREAD);
   assert_int_equal(c.after_null.waiting, 0);
   assert_int_equal(c.after_null.owner_kind, BRAID_OWNER_FOREIGN);
 }

@@ -9,7 +9,7 @@
  * Real time is only used to let threads get somewhere; nothing asserts how
  * long anything took.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -17,27 +17,13 @@
 
 #define SEC BRAID_SEC
 #define MSEC BRAID_MSEC
-#define USEC BRAID_USEC
 
-#define POLL_LIMIT (20 * SEC)
-
-typedef int (*pred_fn)(void *arg);
-
-/* Poll pred from a plain thread until it holds (1) or POLL_LIMIT passed (0). */
-static int wait_for(pred_fn pred, void *arg) {
-  int64_t limit = real_ns() + POLL_LIMIT;
-  while (!pred(arg)) {
-    if (real_ns() > limit) return 0;
-    os_sleep_ns(100 * USEC);
-  }
-  return 1;
-}
-
-static braid_portal *start_portal(int clock) {
+static braid_portal *start_portal(int clock, size_t stack_size) {
   braid_portal_opts o;
   memset(&o, 0, sizeof o);
   o.size = sizeof o;
   o.clock = clock;
+  o.stack_size = stack_size;
   braid_portal *p = NULL;
   assert_int_equal(braid_portal_start(&o, &p), 0);
   assert_non_null(p);
@@ -79,12 +65,7 @@ static void test_portal_runs_calls_on_its_own_loop_thread_and_stops(void **state
 
 static void test_portal_starts_with_options_and_stops_at_once_when_idle(void **state) {
   (void)state;
-  braid_portal_opts o;
-  memset(&o, 0, sizeof o);
-  o.size = sizeof o;
-  o.stack_size = 64 * 1024;
-  braid_portal *p = NULL;
-  assert_int_equal(braid_portal_start(&o, &p), 0);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 64 * 1024);
   assert_int_equal(braid_portal_stop(p, 1), 0);
   /* several portals side by side */
   braid_portal *a = NULL, *b = NULL;
@@ -105,7 +86,7 @@ static int eperm_task(braid_task *self, void *arg) {
 
 static void test_portal_call_returns_a_failure_code_and_destroys_its_payload(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   tpayload pl;
   memset(&pl, 0, sizeof pl);
   assert_int_equal(braid_portal_call(p, failing_task, &pl), 4321);
@@ -151,7 +132,7 @@ static void test_portal_call_from_8_threads_at_once_returns_each_call_its_own_re
   (void)state;
   struct many m;
   memset(&m, 0, sizeof m);
-  m.p = start_portal(BRAID_CLOCK_REAL);
+  m.p = start_portal(BRAID_CLOCK_REAL, 0);
   assert_int_equal(pthread_barrier_init(&m.start, NULL, CALL_THREADS), 0);
   pthread_t t[CALL_THREADS];
   struct many_arg a[CALL_THREADS];
@@ -176,6 +157,29 @@ struct gated {
   int value;
 };
 
+/* value: what a task returns on success; with_event: make the go event. */
+static void gated_init(struct gated *g, int value, int with_event) {
+  memset(g, 0, sizeof *g);
+  g->value = value;
+  if (with_event) assert_int_equal(braid_event_new(&g->go), 0);
+}
+
+/* n tasks fn(g) started on the portal, their futures in f. */
+static void start_tasks(braid_portal *p, braid_fn fn, struct gated *g, braid_future **f, int n) {
+  for (int i = 0; i < n; i++)
+    assert_int_equal(braid_portal_start_task(p, fn, g, &f[i]), 0);
+}
+
+/* Each of the n tasks ended with `result`; the futures are freed. */
+static void assert_futures_ended(braid_future **f, int n, int result) {
+  for (int i = 0; i < n; i++) {
+    assert_int_equal(braid_future_done(f[i]), 1);
+    assert_int_equal(braid_future_wait(f[i], BRAID_NEVER), 0);
+    assert_int_equal(braid_future_result(f[i]), result);
+    assert_int_equal(braid_future_free(f[i]), 0);
+  }
+}
+
 static int gated_task(braid_task *self, void *arg) {
   struct gated *g = arg;
   atomic_fetch_add(&g->started, 1);
@@ -192,15 +196,13 @@ static int started_once(void *arg) { return atomic_load(&((struct gated *)arg)->
 
 static void test_future_wait_with_a_deadline_times_out_and_then_returns_the_result(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  g.value = 21;
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 21, 1);
   braid_future *f = NULL;
   assert_int_equal(braid_portal_start_task(p, gated_task, &g, &f), 0);
   assert_non_null(f);
-  assert_int_equal(wait_for(started_once, &g), 1);
+  assert_int_equal(thread_wait_for(started_once, &g), 1);
   assert_int_equal(braid_future_done(f), 0);
   assert_int_equal(braid_future_result(f), BRAID_ESTATE);
   assert_int_equal(braid_future_wait(f, braid_now(NULL) + 5 * MSEC), BRAID_ETIMEDOUT);
@@ -219,12 +221,17 @@ static void test_future_wait_with_a_deadline_times_out_and_then_returns_the_resu
   assert_int_equal(braid_event_free(g.go), 0);
 }
 
-static int catching_task(braid_task *self, void *arg) {
+static int forever_task(braid_task *self, void *arg) {
   struct gated *g = arg;
   atomic_fetch_add(&g->started, 1);
   int rc = braid_sleep_forever(self);
-  /* cleanup still runs, and may checkpoint only to fail again */
   atomic_fetch_add(&g->cleanup, 1);
+  return rc;
+}
+
+static int catching_task(braid_task *self, void *arg) {
+  int rc = forever_task(self, arg);
+  /* cleanup still runs, and may checkpoint only to fail again */
   return rc == BRAID_ECANCELED && braid_checkpoint(self) == BRAID_ECANCELED ? 55 : -1;
 }
 
@@ -232,14 +239,13 @@ static int started_twice(void *arg) { return atomic_load(&((struct gated *)arg)-
 
 static void test_future_cancel_cancels_the_task_which_runs_its_cleanup(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 0, 1);
   braid_future *plain = NULL, *catching = NULL;
   assert_int_equal(braid_portal_start_task(p, gated_task, &g, &plain), 0);
   assert_int_equal(braid_portal_start_task(p, catching_task, &g, &catching), 0);
-  assert_int_equal(wait_for(started_twice, &g), 1);
+  assert_int_equal(thread_wait_for(started_twice, &g), 1);
   assert_int_equal(braid_future_cancel(plain), 0);
   assert_int_equal(braid_future_cancel(catching), 0);
   assert_int_equal(braid_future_cancel(catching), 0); /* idempotent */
@@ -261,14 +267,12 @@ static void test_future_cancel_cancels_the_task_which_runs_its_cleanup(void **st
 /* A future may be freed while its task still runs; the task goes on. */
 static void test_future_freed_early_leaves_its_task_running(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  g.value = 8;
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 8, 1);
   braid_future *f = NULL;
   assert_int_equal(braid_portal_start_task(p, gated_task, &g, &f), 0);
-  assert_int_equal(wait_for(started_once, &g), 1);
+  assert_int_equal(thread_wait_for(started_once, &g), 1);
   assert_int_equal(braid_future_free(f), 0);
   assert_int_equal(braid_event_set(g.go), 0);
   assert_int_equal(braid_portal_stop(p, 0), 0); /* waits for the task */
@@ -294,18 +298,16 @@ static int three_waiting(void *arg) { return atomic_load(&((struct multi_wait *)
 
 static void test_future_wait_from_several_threads_wakes_them_all(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  g.value = 13;
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 13, 1);
   struct multi_wait m;
   memset(&m, 0, sizeof m);
   assert_int_equal(braid_portal_start_task(p, gated_task, &g, &m.f), 0);
   pthread_t t[3];
   for (int i = 0; i < 3; i++)
     assert_int_equal(pthread_create(&t[i], NULL, future_waiter, &m), 0);
-  assert_int_equal(wait_for(three_waiting, &m), 1);
+  assert_int_equal(thread_wait_for(three_waiting, &m), 1);
   os_sleep_ns(MSEC); /* let them get into the wait */
   assert_int_equal(braid_event_set(g.go), 0);
   for (int i = 0; i < 3; i++)
@@ -355,15 +357,12 @@ static int all_started(void *arg) { return atomic_load(&((struct gated *)arg)->s
 
 static void test_portal_stop_waits_for_running_tasks_and_refuses_calls_meanwhile(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  g.value = 64;
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 64, 1);
   braid_future *f[PENDING];
-  for (int i = 0; i < PENDING; i++)
-    assert_int_equal(braid_portal_start_task(p, gated_task, &g, &f[i]), 0);
-  assert_int_equal(wait_for(all_started, &g), 1);
+  start_tasks(p, gated_task, &g, f, PENDING);
+  assert_int_equal(thread_wait_for(all_started, &g), 1);
   /* before stop, calls work */
   assert_int_equal(braid_portal_call(p, quick_task, NULL), 1);
 
@@ -372,7 +371,7 @@ static void test_portal_stop_waits_for_running_tasks_and_refuses_calls_meanwhile
   assert_int_equal(pthread_create(&t, NULL, stop_thread, &s), 0);
   /* once stop began, calls and new tasks are refused... */
   struct closed_probe probe = {p, 0};
-  assert_int_equal(wait_for(call_refused, &probe), 1);
+  assert_int_equal(thread_wait_for(call_refused, &probe), 1);
   assert_int_equal(probe.rc, BRAID_ECLOSED);
   braid_future *late = NULL;
   assert_int_equal(braid_portal_start_task(p, quick_task, NULL, &late), BRAID_ECLOSED);
@@ -389,12 +388,7 @@ static void test_portal_stop_waits_for_running_tasks_and_refuses_calls_meanwhile
   assert_int_equal(s.rc, 0);
   /* the tasks finished normally: their futures (which outlive the portal)
    * have their results */
-  for (int i = 0; i < PENDING; i++) {
-    assert_int_equal(braid_future_done(f[i]), 1);
-    assert_int_equal(braid_future_wait(f[i], BRAID_NEVER), 0);
-    assert_int_equal(braid_future_result(f[i]), 64);
-    assert_int_equal(braid_future_free(f[i]), 0);
-  }
+  assert_futures_ended(f, PENDING, 64);
   assert_int_equal(atomic_load(&g.finished), PENDING);
   assert_int_equal(atomic_load(&g.cleanup), 0);
   assert_int_equal(braid_event_free(g.go), 0);
@@ -410,67 +404,43 @@ static int sleeping_task(braid_task *self, void *arg) {
 
 static void test_portal_stop_without_cancel_lets_just_started_tasks_finish(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  g.value = 9;
+  gated_init(&g, 9, 0);
   braid_future *f[PENDING];
-  for (int i = 0; i < PENDING; i++)
-    assert_int_equal(braid_portal_start_task(p, sleeping_task, &g, &f[i]), 0);
+  start_tasks(p, sleeping_task, &g, f, PENDING);
   /* no waiting: some may not even have started */
   assert_int_equal(braid_portal_stop(p, 0), 0);
-  for (int i = 0; i < PENDING; i++) {
-    assert_int_equal(braid_future_done(f[i]), 1);
-    assert_int_equal(braid_future_result(f[i]), 9);
-    assert_int_equal(braid_future_free(f[i]), 0);
-  }
+  assert_futures_ended(f, PENDING, 9);
   assert_int_equal(atomic_load(&g.finished), PENDING);
 }
 
 static void test_portal_stop_with_cancel_remaining_cancels_the_running_tasks(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
-  assert_int_equal(braid_event_new(&g.go), 0);
+  gated_init(&g, 0, 1);
   braid_future *f[PENDING];
-  for (int i = 0; i < PENDING; i++)
-    assert_int_equal(braid_portal_start_task(p, gated_task, &g, &f[i]), 0);
-  assert_int_equal(wait_for(all_started, &g), 1);
+  start_tasks(p, gated_task, &g, f, PENDING);
+  assert_int_equal(thread_wait_for(all_started, &g), 1);
   assert_int_equal(braid_portal_stop(p, 1), 0);
-  for (int i = 0; i < PENDING; i++) {
-    assert_int_equal(braid_future_done(f[i]), 1);
-    assert_int_equal(braid_future_result(f[i]), BRAID_ECANCELED);
-    assert_int_equal(braid_future_free(f[i]), 0);
-  }
+  assert_futures_ended(f, PENDING, BRAID_ECANCELED);
   assert_int_equal(atomic_load(&g.cleanup), PENDING);
   assert_int_equal(atomic_load(&g.finished), 0);
   assert_int_equal(braid_event_free(g.go), 0);
-}
-
-static int forever_task(braid_task *self, void *arg) {
-  struct gated *g = arg;
-  atomic_fetch_add(&g->started, 1);
-  int rc = braid_sleep_forever(self);
-  atomic_fetch_add(&g->cleanup, 1);
-  return rc;
 }
 
 /* Tasks submitted just before the stop, perhaps not started yet, are
  * cancelled too (requests are served in order). */
 static void test_portal_stop_with_cancel_remaining_also_cancels_tasks_not_started_yet(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
+  gated_init(&g, 0, 0);
   braid_future *f[PENDING];
-  for (int i = 0; i < PENDING; i++)
-    assert_int_equal(braid_portal_start_task(p, forever_task, &g, &f[i]), 0);
+  start_tasks(p, forever_task, &g, f, PENDING);
   assert_int_equal(braid_portal_stop(p, 1), 0);
-  for (int i = 0; i < PENDING; i++) {
-    assert_int_equal(braid_future_result(f[i]), BRAID_ECANCELED);
-    assert_int_equal(braid_future_free(f[i]), 0);
-  }
+  assert_futures_ended(f, PENDING, BRAID_ECANCELED);
   /* each task ran and was cancelled at its first wait */
   assert_int_equal(atomic_load(&g.started), PENDING);
   assert_int_equal(atomic_load(&g.cleanup), PENDING);
@@ -550,11 +520,7 @@ static void test_portal_stop_with_cancel_remaining_leaves_no_racing_call_running
                       (round == 0 || real_ns() < budget_end);
        round++) {
     memset(&r, 0, sizeof r);
-    braid_portal_opts o;
-    memset(&o, 0, sizeof o);
-    o.size = sizeof o;
-    o.stack_size = 16 * 1024;
-    assert_int_equal(braid_portal_start(&o, &r.p), 0);
+    r.p = start_portal(BRAID_CLOCK_REAL, 16 * 1024);
     braid_event *release = NULL;
     assert_int_equal(braid_event_new(&release), 0);
     braid_future *keeper = NULL;
@@ -562,7 +528,7 @@ static void test_portal_stop_with_cancel_remaining_leaves_no_racing_call_running
     pthread_t a, b, t;
     assert_int_equal(pthread_create(&a, NULL, race_starter, &r), 0);
     assert_int_equal(pthread_create(&b, NULL, race_caller, &r), 0);
-    assert_int_equal(wait_for(race_going, &r), 1);
+    assert_int_equal(thread_wait_for(race_going, &r), 1);
     struct stopper s = {r.p, 1, -999, 0};
     assert_int_equal(pthread_create(&t, NULL, stop_thread, &s), 0);
     pthread_join(a, NULL);
@@ -611,7 +577,7 @@ static int vclock_task(braid_task *self, void *arg) {
 
 static void test_portal_on_the_virtual_clock_jumps_to_deadlines(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_VIRTUAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_VIRTUAL, 0);
   assert_int_equal(braid_loop_is_virtual(braid_portal_loop(p)), 1);
   struct vclock v;
   memset(&v, 0, sizeof v);
@@ -637,9 +603,9 @@ static void test_portal_on_the_virtual_clock_jumps_to_deadlines(void **state) {
 
 static void test_portal_call_and_future_wait_honour_the_calling_threads_scope(void **state) {
   (void)state;
-  braid_portal *p = start_portal(BRAID_CLOCK_REAL);
+  braid_portal *p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
+  gated_init(&g, 0, 0);
 
   /* a deadline of this thread's scope cancels the task of a call */
   braid_scope *s = NULL;
@@ -699,7 +665,7 @@ static void test_portal_task_can_use_to_thread_whose_worker_calls_back_into_the_
   (void)state;
   struct inside in;
   memset(&in, 0, sizeof in);
-  in.p = start_portal(BRAID_CLOCK_REAL);
+  in.p = start_portal(BRAID_CLOCK_REAL, 0);
   assert_int_equal(braid_portal_call(in.p, to_thread_task, &in), 42);
   assert_int_equal(braid_portal_stop(in.p, 0), 0);
 }
@@ -728,9 +694,9 @@ static void test_portal_calls_that_would_block_its_own_thread_are_estate(void **
   (void)state;
   struct own_thread o;
   memset(&o, 0, sizeof o);
-  o.p = start_portal(BRAID_CLOCK_REAL);
+  o.p = start_portal(BRAID_CLOCK_REAL, 0);
   struct gated g;
-  memset(&g, 0, sizeof g);
+  gated_init(&g, 0, 0);
   assert_int_equal(braid_portal_start_task(o.p, forever_task, &g, &o.f), 0);
   braid_future *f2 = NULL;
   assert_int_equal(braid_portal_start_task(o.p, own_thread_task, &o, &f2), 0);
@@ -777,7 +743,7 @@ static void test_portal_misuse_returns_the_documented_codes(void **state) {
   assert_int_equal(braid_future_free(NULL), BRAID_EINVAL);
   assert_int_equal(braid_portal_stop(NULL, 0), BRAID_EINVAL);
 
-  p = start_portal(BRAID_CLOCK_REAL);
+  p = start_portal(BRAID_CLOCK_REAL, 0);
   assert_int_equal(braid_portal_call(p, NULL, NULL), BRAID_EINVAL);
   assert_int_equal(braid_portal_start_task(p, NULL, NULL, &f), BRAID_EINVAL);
   assert_int_equal(braid_portal_start_task(p, quick_task, NULL, NULL), BRAID_EINVAL);

@@ -2,7 +2,7 @@
  * test_regress.c — misuse and ordering cases found in review, each of which
  * once corrupted memory or broke the structured-concurrency guarantee.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <string.h>
 
@@ -29,15 +29,13 @@ static int late_spawner(braid_task *self, void *arg) {
 
 static int late_root(braid_task *self, void *arg) {
   struct late_ctx *c = arg;
-  braid_group *outer;
-  CHECK_INT(braid_group_open(self, &outer), 0);
+  braid_group *outer = open_group(self);
   CHECK_INT(braid_group_open(self, &c->g), 0);
   CHECK_INT(braid_group_spawn(outer, late_spawner, c, NULL, NULL), 0); /* runs during g's close */
   CHECK_INT(braid_group_close(c->g, 0), 0);
   c->alive_after_close = braid_group_child_count(c->g);
   CHECK_INT(braid_group_free(c->g), 0);
-  CHECK_INT(braid_group_close(outer, 0), 0);
-  CHECK_INT(braid_group_free(outer), 0);
+  close_group(outer);
   return 0;
 }
 
@@ -54,13 +52,10 @@ static void test_regress_spawn_into_a_group_whose_close_has_nothing_left_is_esta
 
 static int double_free_root(braid_task *self, void *arg) {
   int *rc = arg;
-  braid_group *g;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  braid_group *g = open_group(self);
+  close_group(g); /* closed and freed */
   rc[0] = braid_group_free(g);
-  braid_scope *s;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
+  braid_scope *s = new_scope(BRAID_NEVER, 0);
   CHECK_INT(braid_scope_unref(s), 0);
   rc[1] = braid_scope_unref(s);
   return 0;
@@ -91,16 +86,13 @@ static int returns_while_waiting(braid_task *self, void *ctx, int resume) {
 
 static int pend_root(braid_task *self, void *arg) {
   struct pend_ctx *c = arg;
-  braid_group *g;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn_stepped(g, returns_while_waiting, c, NULL, NULL), 0);
-  int rc = braid_group_close(g, 0);
-  CHECK_INT(rc, BRAID_EFAILED);
-  int code = 0;
-  CHECK_INT(braid_group_failure(g, 0, &code, NULL, NULL), 0);
-  CHECK_INT(code, BRAID_ESTATE);
+  group_result r = close_and_free_group(g, 0);
+  CHECK_INT(r.rc_close, BRAID_EFAILED);
+  CHECK_INT(r.nfail, 1);
+  CHECK_INT(r.code, BRAID_ESTATE);
   CHECK_INT(braid_now(self), 0); /* its sleep was cancelled, not waited for */
-  CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
 
@@ -124,18 +116,15 @@ static int exits_while_waiting(braid_task *self, void *ctx, int resume) {
   (void)resume;
   struct busy_ctx *c = ctx;
   if (c->stage++ == 0) {
-    CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &c->s), 0);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
+    c->s = enter_new_scope(self, BRAID_NEVER, 0);
     CHECK_INT(braid_sleep(self, BRAID_MSEC), BRAID_EPENDING);
     c->rc_exit = braid_scope_exit(c->s, 0); /* refused: a wait is registered */
-    braid_scope *other;
-    CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &other), 0);
+    braid_scope *other = new_scope(BRAID_NEVER, 0);
     c->rc_enter = braid_scope_enter(self, other);
     CHECK_INT(braid_scope_unref(other), 0);
     return BRAID_EPENDING;
   }
-  CHECK_INT(braid_scope_exit(c->s, 0), 0);
-  CHECK_INT(braid_scope_unref(c->s), 0);
+  CHECK_INT(leave_scope(c->s, 0, NULL), 0);
   return 0;
 }
 

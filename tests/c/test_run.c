@@ -3,7 +3,7 @@
  * and names, loop accessors and statistics, the virtual clock (time stands
  * still while tasks run, jumps when all block) and a short real-clock sleep.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -120,14 +120,12 @@ static int current_child(braid_task *self, void *arg) {
 static int current_root(braid_task *self, void *arg) {
   struct current_ctx *c = arg;
   c->root = braid_current_task();
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int k = 0; k < 3; k++)
     CHECK_INT(braid_group_spawn(g, current_child, c, NULL, &c->child_out[k]), 0);
   CHECK_INT(braid_checkpoint(self), 0);
   c->root_same_after_checkpoint = braid_current_task() == self;
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -194,8 +192,7 @@ static int names_root(braid_task *self, void *arg) {
   struct names_ctx *c = arg;
   snprintf(c->root_name, sizeof c->root_name, "%s", braid_task_name(self));
   c->is_stepped_root = braid_task_is_stepped(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
 
   braid_task *anon = NULL;
   CHECK_INT(braid_group_spawn(g, record_own_name, c->default_child_name, NULL, &anon), 0);
@@ -208,8 +205,7 @@ static int names_root(braid_task *self, void *arg) {
   braid_spawn_opts o = spawn_opts(c->buf, 0);
   CHECK_INT(braid_group_spawn(g, record_own_name, c->named_child_name, &o, NULL), 0);
   memset(c->buf, 'X', sizeof c->buf - 1);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -229,14 +225,12 @@ static int long_name_root(braid_task *self, void *arg) {
   char name[301];
   memset(name, 'n', 300);
   name[300] = '\0';
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   braid_spawn_opts o = spawn_opts(name, 0);
   braid_task *t = NULL;
   CHECK_INT(braid_group_spawn(g, record_own_name_long, got, &o, &t), 0);
   memset(name, 'x', 300);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -275,12 +269,10 @@ static int record_id(braid_task *self, void *arg) {
 static int ids_root(braid_task *self, void *arg) {
   struct ids_ctx *c = arg;
   record_id(self, c);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < ID_CHILDREN; i++)
     CHECK_INT(braid_group_spawn(g, record_id, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -335,11 +327,9 @@ static int loop_root(braid_task *self, void *arg) {
   c->root_loop = braid_task_loop(self);
   c->root_user_before = braid_task_user(self);
   braid_task_set_user(self, &c->marker);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn(g, loop_child, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   c->root_user_after = braid_task_user(self);
   return 0;
 }
@@ -462,13 +452,9 @@ static int still_spinner(braid_task *self, void *arg) {
 
 static int still_root(braid_task *self, void *arg) {
   struct still_ctx *c = arg;
+  static const braid_fn children[] = {still_sleeper, still_spinner};
   c->t0 = braid_now(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, still_sleeper, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_spawn(g, still_spinner, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  run_children(self, children, 2, c);
   return 0;
 }
 
@@ -578,8 +564,7 @@ static int stats_root(braid_task *self, void *arg) {
   braid_loop *loop = braid_task_loop(self);
   c->before.size = c->spawned.size = c->after.size = sizeof(braid_loop_stats);
   c->rc_before = braid_loop_get_stats(loop, &c->before);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < 3; i++)
     CHECK_INT(braid_group_spawn(g, stats_child, NULL, NULL, NULL), 0);
   c->rc_spawned = braid_loop_get_stats(loop, &c->spawned);

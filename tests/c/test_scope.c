@@ -7,7 +7,7 @@
  *
  * Every scenario runs on the virtual clock unless it needs real threads.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,13 +15,6 @@
 #include <string.h>
 
 #define SEC BRAID_SEC
-
-static braid_scope *new_scope(braid_time_t deadline, unsigned flags) {
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(deadline, flags, &s), 0);
-  CHECK(s != NULL);
-  return s;
-}
 
 /* ---- creation and properties ----------------------------------------- */
 
@@ -81,9 +74,8 @@ struct basic_ctx {
 
 static int cancel_then_checkpoint_root(braid_task *self, void *arg) {
   struct basic_ctx *c = arg;
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
   c->t0 = braid_now(self);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   CHECK_INT(braid_checkpoint(self), 0);
   CHECK_INT(braid_task_cancelled(self), 0);
   CHECK_INT(braid_scope_cancel(s), 0);
@@ -129,9 +121,7 @@ static int cancel_before_enter_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_enter(self, s), 0);
   c->cancelled_inside = braid_task_cancelled(self);
   c->rc_cp1 = braid_checkpoint(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_cp1);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_exit = leave_scope(s, c->rc_cp1, &c->caught);
   return 0;
 }
 
@@ -152,28 +142,21 @@ struct exit_rc_ctx {
   int rc_uncancelled, caught_uncancelled;
 };
 
+/* Enter a new scope, cancel it if asked and exit it at once with rc. */
+static int exit_new_scope(braid_task *self, int cancel, int rc, int *caught) {
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
+  if (cancel) CHECK_INT(braid_scope_cancel(s), 0);
+  return leave_scope(s, rc, caught);
+}
+
 static int exit_rc_root(braid_task *self, void *arg) {
   struct exit_rc_ctx *c = arg;
   /* Cancelled scope, body succeeded anyway: nothing to catch. */
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
-  c->rc_zero = braid_scope_exit(s, 0);
-  c->caught_zero = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_zero = exit_new_scope(self, 1, 0, &c->caught_zero);
   /* Cancelled scope, body failed otherwise: the failure passes. */
-  s = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
-  c->rc_other = braid_scope_exit(s, 77);
-  c->caught_other = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_other = exit_new_scope(self, 1, 77, &c->caught_other);
   /* ECANCELED through a scope that was not cancelled: not ours. */
-  s = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc_uncancelled = braid_scope_exit(s, BRAID_ECANCELED);
-  c->caught_uncancelled = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_uncancelled = exit_new_scope(self, 0, BRAID_ECANCELED, &c->caught_uncancelled);
   return 0;
 }
 
@@ -193,26 +176,20 @@ static void test_scope_exit_catches_only_ecanceled_of_a_cancelled_scope(void **s
 /* ---- nesting: who catches -------------------------------------------- */
 
 struct nest_ctx {
-  int cancel_inner_too;
+  int cancel_inner, cancel_outer;
   int rc_cp, rc_inner_exit, inner_caught, rc_cp_between, rc_outer_exit, outer_caught;
 };
 
-static int outer_catches_root(braid_task *self, void *arg) {
+static int nest_root(braid_task *self, void *arg) {
   struct nest_ctx *c = arg;
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  braid_scope *inner = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, inner), 0);
-  if (c->cancel_inner_too) CHECK_INT(braid_scope_cancel(inner), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
+  braid_scope *outer = enter_new_scope(self, BRAID_NEVER, 0);
+  braid_scope *inner = enter_new_scope(self, BRAID_NEVER, 0);
+  if (c->cancel_inner) CHECK_INT(braid_scope_cancel(inner), 0);
+  if (c->cancel_outer) CHECK_INT(braid_scope_cancel(outer), 0);
   c->rc_cp = braid_checkpoint(self);
-  c->rc_inner_exit = braid_scope_exit(inner, c->rc_cp);
-  c->inner_caught = braid_scope_cancelled_caught(inner);
+  c->rc_inner_exit = leave_scope(inner, c->rc_cp, &c->inner_caught);
   c->rc_cp_between = braid_checkpoint(self);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_inner_exit);
-  c->outer_caught = braid_scope_cancelled_caught(outer);
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_outer_exit = leave_scope(outer, c->rc_inner_exit, &c->outer_caught);
   return 0;
 }
 
@@ -221,8 +198,9 @@ static void test_scope_inner_does_not_catch_when_outer_is_cancelled(void **state
   for (int both = 0; both <= 1; both++) {
     struct nest_ctx c;
     memset(&c, 0, sizeof c);
-    c.cancel_inner_too = both;
-    assert_int_equal(run_virtual(outer_catches_root, &c), 0);
+    c.cancel_inner = both;
+    c.cancel_outer = 1;
+    assert_int_equal(run_virtual(nest_root, &c), 0);
     assert_int_equal(c.rc_cp, BRAID_ECANCELED);
     assert_int_equal(c.rc_inner_exit, BRAID_ECANCELED);
     assert_int_equal(c.inner_caught, 0);
@@ -232,29 +210,12 @@ static void test_scope_inner_does_not_catch_when_outer_is_cancelled(void **state
   }
 }
 
-static int inner_catches_root(braid_task *self, void *arg) {
-  struct nest_ctx *c = arg;
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  braid_scope *inner = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, inner), 0);
-  CHECK_INT(braid_scope_cancel(inner), 0);
-  c->rc_cp = braid_checkpoint(self);
-  c->rc_inner_exit = braid_scope_exit(inner, c->rc_cp);
-  c->inner_caught = braid_scope_cancelled_caught(inner);
-  c->rc_cp_between = braid_checkpoint(self);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_inner_exit);
-  c->outer_caught = braid_scope_cancelled_caught(outer);
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
-  return 0;
-}
-
 static void test_scope_inner_catches_its_own_cancel(void **state) {
   (void)state;
   struct nest_ctx c;
   memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual(inner_catches_root, &c), 0);
+  c.cancel_inner = 1;
+  assert_int_equal(run_virtual(nest_root, &c), 0);
   assert_int_equal(c.rc_cp, BRAID_ECANCELED);
   assert_int_equal(c.rc_inner_exit, 0);
   assert_int_equal(c.inner_caught, 1);
@@ -275,22 +236,15 @@ struct shield_ctx {
 static int shield_root(braid_task *self, void *arg) {
   struct shield_ctx *c = arg;
   c->t0 = braid_now(self);
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  braid_scope *shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
+  braid_scope *outer = NULL;
+  braid_scope *shield = inside_cancelled_outer(self, BRAID_NEVER, BRAID_SHIELD, &outer);
   c->cancelled_in_shield = braid_task_cancelled(self);
   c->rc_cp_in_shield = braid_checkpoint(self);
   c->rc_sleep_in_shield = braid_sleep(self, 2 * SEC);
   c->after_sleep = braid_now(self);
-  c->rc_shield_exit = braid_scope_exit(shield, 0);
-  c->shield_caught = braid_scope_cancelled_caught(shield);
+  c->rc_shield_exit = leave_scope(shield, 0, &c->shield_caught);
   c->rc_cp_after_shield = braid_checkpoint(self);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_cp_after_shield);
-  c->outer_caught = braid_scope_cancelled_caught(outer);
-  CHECK_INT(braid_scope_unref(shield), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_outer_exit = leave_scope(outer, c->rc_cp_after_shield, &c->outer_caught);
   return 0;
 }
 
@@ -312,21 +266,15 @@ static void test_scope_shield_blocks_outer_cancel(void **state) {
 
 static int shielded_inner_catches_root(braid_task *self, void *arg) {
   struct shield_ctx *c = arg;
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  braid_scope *shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
+  braid_scope *outer = NULL;
+  braid_scope *shield = inside_cancelled_outer(self, BRAID_NEVER, BRAID_SHIELD, &outer);
   CHECK_INT(braid_scope_cancel(shield), 0);
   c->rc_inner_cancel_cp = braid_checkpoint(self);
   /* The outer cancellation is not visible through the shield, so the
    * shielded scope catches its own. */
-  c->rc_inner_cancel_exit = braid_scope_exit(shield, c->rc_inner_cancel_cp);
-  c->inner_cancel_caught = braid_scope_cancelled_caught(shield);
+  c->rc_inner_cancel_exit = leave_scope(shield, c->rc_inner_cancel_cp, &c->inner_cancel_caught);
   c->rc_cp_outer_still = braid_checkpoint(self);
-  c->rc_outer_exit = braid_scope_exit(outer, c->rc_cp_outer_still);
-  CHECK_INT(braid_scope_unref(shield), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_outer_exit = leave_scope(outer, c->rc_cp_outer_still, NULL);
   return 0;
 }
 
@@ -350,11 +298,8 @@ struct toggle_ctx {
 
 static int shield_toggle_root(braid_task *self, void *arg) {
   struct toggle_ctx *c = arg;
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  braid_scope *inner = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, inner), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
+  braid_scope *outer = NULL;
+  braid_scope *inner = inside_cancelled_outer(self, BRAID_NEVER, BRAID_SHIELD, &outer);
   c->rc_shielded = braid_checkpoint(self);
   CHECK_INT(braid_scope_set_shield(inner, 0), 0);
   c->shield_flag_off = braid_scope_shield(inner);
@@ -362,24 +307,16 @@ static int shield_toggle_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_set_shield(inner, 1), 0);
   c->shield_flag_on = braid_scope_shield(inner);
   c->rc_reshielded = braid_checkpoint(self);
-  c->rc_inner_exit = braid_scope_exit(inner, 0);
-  c->rc_outer_exit = braid_scope_exit(outer, braid_checkpoint(self));
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_inner_exit = leave_scope(inner, 0, NULL);
+  c->rc_outer_exit = leave_scope(outer, braid_checkpoint(self), NULL);
 
   /* Turning a shield on after the outer cancel protects from then on. */
-  outer = new_scope(BRAID_NEVER, 0);
-  inner = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_enter(self, inner), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
+  inner = inside_cancelled_outer(self, BRAID_NEVER, 0, &outer);
   c->rc_late_shield_before = braid_checkpoint(self);
   CHECK_INT(braid_scope_set_shield(inner, 1), 0);
   c->rc_late_shield_after = braid_checkpoint(self);
-  CHECK_INT(braid_scope_exit(inner, 0), 0);
-  CHECK_INT(braid_scope_exit(outer, braid_checkpoint(self)), 0);
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  CHECK_INT(leave_scope(inner, 0, NULL), 0);
+  CHECK_INT(leave_scope(outer, braid_checkpoint(self), NULL), 0);
   return 0;
 }
 
@@ -416,16 +353,12 @@ static int cleanup_root(braid_task *self, void *arg) {
   /* Cleanup after the cancellation: still inside the cancelled scope. */
   c->rc_cleanup_cp = braid_checkpoint(self);
   c->rc_cleanup_sleep = braid_sleep(self, SEC);
-  braid_scope *shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
+  braid_scope *shield = enter_new_scope(self, BRAID_NEVER, BRAID_SHIELD);
   c->rc_shielded_sleep = braid_sleep(self, 3 * SEC);
   c->cleanup_done_at = braid_now(self);
-  c->rc_shield_exit = braid_scope_exit(shield, c->rc_shielded_sleep);
+  c->rc_shield_exit = leave_scope(shield, c->rc_shielded_sleep, NULL);
   c->rc_after_shield = braid_checkpoint(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_body);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(shield), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_exit = leave_scope(s, c->rc_body, &c->caught);
   return 0;
 }
 
@@ -445,29 +378,29 @@ static void test_scope_cancel_is_delivered_in_cleanup_and_shield_lets_cleanup_sl
   assert_int_equal(c.caught, 1);
 }
 
-/* ---- deadlines ------------------------------------------------------- */
+/* ---- deadlines, move_on_after / fail_after --------------------------- */
 
+/* Each scenario records its last wait in `w` (scope_wait, core_helpers.h);
+ * some record an earlier wait, or a second scope, as well. */
 struct deadline_ctx {
-  braid_time_t t0, woke_at, woke_at2;
+  scope_wait w;
   int cancel_called_at_enter, cancelled_at_enter;
-  int rc_first, rc_second, rc_exit, caught;
-  braid_time_t deadline_seen;
+  int rc_first;
+  braid_time_t first_woke_at;
+  scope_wait w2;
 };
 
 static int past_deadline_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
   CHECK_INT(braid_sleep(self, 10 * SEC), 0);
-  c->t0 = braid_now(self);
-  braid_scope *s = new_scope(c->t0 - SEC, 0);
+  c->w.t0 = braid_now(self);
+  braid_scope *s = new_scope(c->w.t0 - SEC, 0);
   CHECK_INT(braid_scope_cancel_called(s), 0);
   CHECK_INT(braid_scope_enter(self, s), 0);
   c->cancel_called_at_enter = braid_scope_cancel_called(s);
   c->cancelled_at_enter = braid_task_cancelled(self);
-  c->rc_first = braid_checkpoint_if_cancelled(self);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w.rc_wait = braid_checkpoint_if_cancelled(self);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
@@ -478,24 +411,16 @@ static void test_scope_deadline_already_past_cancels_at_first_checkpoint(void **
   assert_int_equal(run_virtual(past_deadline_root, &c), 0);
   assert_int_equal(c.cancel_called_at_enter, 1);
   assert_int_equal(c.cancelled_at_enter, 1);
-  assert_int_equal(c.rc_first, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 0, 0, 1);
 }
 
 static int deadline_wakes_sleeper_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = new_scope(c->t0 + 5 * SEC, 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  c->w.t0 = braid_now(self);
+  braid_scope *s = enter_new_scope(self, c->w.t0 + 5 * SEC, 0);
   CHECK_INT(braid_scope_cancel_called(s), 0);
-  c->rc_first = braid_sleep(self, 10 * SEC);
-  c->woke_at = braid_now(self);
-  c->cancel_called_at_enter = braid_scope_cancel_called(s);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w.rc_wait = braid_sleep(self, 10 * SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
@@ -504,27 +429,19 @@ static void test_scope_deadline_cancels_a_sleep_at_the_deadline(void **state) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual_at(deadline_wakes_sleeper_root, &c, 100 * SEC), 0);
-  assert_int_equal(c.rc_first, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 5 * SEC);
-  assert_int_equal(c.cancel_called_at_enter, 1);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 5 * SEC, 0, 1);
+  assert_int_equal(c.w.cancel_called, 1);
 }
 
 static int set_deadline_later_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
-  CHECK_INT(braid_scope_set_deadline(s, c->t0 + 5 * SEC), 0);
-  c->deadline_seen = braid_scope_deadline(s);
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, SEC);
+  CHECK_INT(braid_scope_set_deadline(s, c->w.t0 + 5 * SEC), 0);
+  c->w.deadline = braid_scope_deadline(s);
   c->rc_first = braid_sleep(self, 3 * SEC);
-  c->woke_at = braid_now(self);
-  c->rc_second = braid_sleep(self, 10 * SEC);
-  c->woke_at2 = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_second);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->first_woke_at = braid_now(self);
+  c->w.rc_wait = braid_sleep(self, 10 * SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
@@ -533,33 +450,25 @@ static void test_scope_set_deadline_later_postpones_the_cancel(void **state) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(set_deadline_later_root, &c), 0);
-  assert_int_equal(c.deadline_seen, c.t0 + 5 * SEC);
+  assert_int_equal(c.w.deadline, c.w.t0 + 5 * SEC);
   assert_int_equal(c.rc_first, 0);
-  assert_int_equal(c.woke_at, c.t0 + 3 * SEC);
-  assert_int_equal(c.rc_second, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at2, c.t0 + 5 * SEC);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
+  assert_int_equal(c.first_woke_at, c.w.t0 + 3 * SEC);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 5 * SEC, 0, 1);
 }
 
 static int set_deadline_earlier_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, 10 * SEC, &s), 0);
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, 10 * SEC);
   CHECK_INT(braid_sleep(self, SEC), 0);
-  CHECK_INT(braid_scope_set_deadline(s, c->t0 + 2 * SEC), 0);
-  c->rc_first = braid_sleep(self, 5 * SEC);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(braid_scope_set_deadline(s, c->w.t0 + 2 * SEC), 0);
+  c->w.rc_wait = braid_sleep(self, 5 * SEC);
+  scope_wait_end(self, &c->w, s);
   /* Moving the deadline into the past cancels at once. */
-  CHECK_INT(braid_move_on_after(self, 10 * SEC, &s), 0);
+  s = scope_wait_move_on_after(self, &c->w2, 10 * SEC);
   CHECK_INT(braid_scope_set_deadline(s, braid_now(self) - 1), 0);
   c->cancel_called_at_enter = braid_scope_cancel_called(s);
-  c->rc_second = braid_checkpoint_if_cancelled(self);
-  c->caught = braid_scope_exit(s, c->rc_second) == 0 && braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w2.rc_wait = braid_checkpoint_if_cancelled(self);
+  scope_wait_end(self, &c->w2, s);
   return 0;
 }
 
@@ -568,27 +477,18 @@ static void test_scope_set_deadline_earlier_cancels_sooner_and_past_cancels_now(
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(set_deadline_earlier_root, &c), 0);
-  assert_int_equal(c.rc_first, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 2 * SEC);
-  assert_int_equal(c.rc_exit, 0);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 2 * SEC, 0, 1);
   assert_int_equal(c.cancel_called_at_enter, 1);
-  assert_int_equal(c.rc_second, BRAID_ECANCELED);
-  assert_int_equal(c.caught, 1);
+  assert_scope_wait(&c.w2, BRAID_ECANCELED, 0, 0, 1);
 }
 
 static int remove_deadline_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, SEC);
   CHECK_INT(braid_scope_set_deadline(s, BRAID_NEVER), 0);
-  c->deadline_seen = braid_scope_deadline(s);
-  c->rc_first = braid_sleep(self, 5 * SEC);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  c->caught = braid_scope_cancelled_caught(s);
-  c->cancel_called_at_enter = braid_scope_cancel_called(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w.deadline = braid_scope_deadline(s);
+  c->w.rc_wait = braid_sleep(self, 5 * SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
@@ -597,24 +497,19 @@ static void test_scope_set_deadline_never_removes_the_deadline(void **state) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(remove_deadline_root, &c), 0);
-  assert_int_equal(c.deadline_seen, BRAID_NEVER);
-  assert_int_equal(c.rc_first, 0);
-  assert_int_equal(c.woke_at, c.t0 + 5 * SEC);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 0);
-  assert_int_equal(c.cancel_called_at_enter, 0);
+  assert_int_equal(c.w.deadline, BRAID_NEVER);
+  assert_scope_wait(&c.w, 0, 5 * SEC, 0, 0);
+  assert_int_equal(c.w.cancel_called, 0);
 }
 
 static int deadline_set_before_enter_root(braid_task *self, void *arg) {
   struct deadline_ctx *c = arg;
-  c->t0 = braid_now(self);
+  c->w.t0 = braid_now(self);
   braid_scope *s = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_set_deadline(s, c->t0 + 2 * SEC), 0);
+  CHECK_INT(braid_scope_set_deadline(s, c->w.t0 + 2 * SEC), 0);
   CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc_first = braid_sleep_forever(self);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_first);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w.rc_wait = braid_sleep_forever(self);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
@@ -623,55 +518,32 @@ static void test_scope_deadline_set_before_enter_applies_after_enter(void **stat
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(deadline_set_before_enter_root, &c), 0);
-  assert_int_equal(c.rc_first, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 2 * SEC);
-  assert_int_equal(c.rc_exit, 0);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 2 * SEC, 0, 1);
 }
 
-/* ---- move_on_after / fail_after -------------------------------------- */
-
-struct after_ctx {
-  braid_time_t t0, woke_at, deadline;
-  int rc_sleep, rc_exit, caught, cancel_called;
-};
-
 static int move_on_after_root(braid_task *self, void *arg) {
-  struct after_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, 3 * SEC, &s), 0);
-  c->deadline = braid_scope_deadline(s);
-  c->rc_sleep = braid_sleep(self, 10 * SEC);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_sleep);
-  c->caught = braid_scope_cancelled_caught(s);
-  c->cancel_called = braid_scope_cancel_called(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, 3 * SEC);
+  c->w.rc_wait = braid_sleep(self, 10 * SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
 static void test_move_on_after_catches_and_sets_cancelled_caught(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual_at(move_on_after_root, &c, 4 * SEC), 0);
-  assert_int_equal(c.deadline, c.t0 + 3 * SEC);
-  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 3 * SEC);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
-  assert_int_equal(c.cancel_called, 1);
+  assert_int_equal(c.w.deadline, c.w.t0 + 3 * SEC);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 3 * SEC, 0, 1);
+  assert_int_equal(c.w.cancel_called, 1);
 }
 
 static int move_on_after_in_time_root(braid_task *self, void *arg) {
-  struct after_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, 3 * SEC, &s), 0);
-  c->rc_sleep = braid_sleep(self, SEC);
-  c->rc_exit = braid_scope_exit(s, c->rc_sleep);
-  c->caught = braid_scope_cancelled_caught(s);
-  c->cancel_called = braid_scope_cancel_called(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, 3 * SEC);
+  c->w.rc_wait = braid_sleep(self, SEC);
+  scope_wait_end(self, &c->w, s);
   /* The expired deadline of a scope already left does nothing. */
   CHECK_INT(braid_sleep(self, 5 * SEC), 0);
   return 0;
@@ -679,86 +551,65 @@ static int move_on_after_in_time_root(braid_task *self, void *arg) {
 
 static void test_move_on_after_body_finishing_in_time_is_not_cancelled(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(move_on_after_in_time_root, &c), 0);
-  assert_int_equal(c.rc_sleep, 0);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 0);
-  assert_int_equal(c.cancel_called, 0);
+  assert_scope_wait(&c.w, 0, SEC, 0, 0);
+  assert_int_equal(c.w.cancel_called, 0);
 }
 
 static int move_on_after_zero_root(braid_task *self, void *arg) {
-  struct after_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, 0, &s), 0);
-  c->cancel_called = braid_scope_cancel_called(s); /* a deadline of now cancels at once */
-  c->rc_sleep = braid_sleep(self, SEC);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_sleep);
-  CHECK_INT(braid_scope_unref(s), 0);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, 0);
+  c->cancel_called_at_enter = braid_scope_cancel_called(s); /* a deadline of now cancels at once */
+  c->w.rc_wait = braid_sleep(self, SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
 static void test_move_on_after_zero_cancels_the_next_wait_without_time_passing(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(move_on_after_zero_root, &c), 0);
-  assert_int_equal(c.cancel_called, 1);
-  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0);
-  assert_int_equal(c.rc_exit, 0);
+  assert_int_equal(c.cancel_called_at_enter, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 0, 0, 1);
 }
 
 static int move_on_after_huge_root(braid_task *self, void *arg) {
-  struct after_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, BRAID_NEVER, &s), 0);
-  c->deadline = braid_scope_deadline(s);
-  c->cancel_called = braid_scope_cancel_called(s);
-  c->rc_sleep = braid_sleep(self, SEC);
-  c->rc_exit = braid_scope_exit(s, c->rc_sleep);
-  CHECK_INT(braid_scope_unref(s), 0);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, BRAID_NEVER);
+  c->cancel_called_at_enter = braid_scope_cancel_called(s);
+  c->w.rc_wait = braid_sleep(self, SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
 static void test_move_on_after_huge_duration_saturates_to_never(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual_at(move_on_after_huge_root, &c, 1000 * SEC), 0);
-  assert_int_equal(c.deadline, BRAID_NEVER);
-  assert_int_equal(c.cancel_called, 0);
-  assert_int_equal(c.rc_sleep, 0);
-  assert_int_equal(c.rc_exit, 0);
+  assert_int_equal(c.w.deadline, BRAID_NEVER);
+  assert_int_equal(c.cancel_called_at_enter, 0);
+  assert_scope_wait(&c.w, 0, SEC, 0, 0);
 }
 
 static int fail_after_root(braid_task *self, void *arg) {
-  struct after_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_fail_after(self, 2 * SEC, &s), 0);
-  c->deadline = braid_scope_deadline(s);
-  c->rc_sleep = braid_sleep(self, 10 * SEC);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_sleep);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_fail_after(self, &c->w, 2 * SEC);
+  c->w.rc_wait = braid_sleep(self, 10 * SEC);
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
 static void test_fail_after_returns_etimedout_when_the_deadline_passes(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(fail_after_root, &c), 0);
-  assert_int_equal(c.deadline, c.t0 + 2 * SEC);
-  assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 2 * SEC);
-  assert_int_equal(c.rc_exit, BRAID_ETIMEDOUT);
-  assert_int_equal(c.caught, 1);
+  assert_int_equal(c.w.deadline, c.w.t0 + 2 * SEC);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 2 * SEC, BRAID_ETIMEDOUT, 1);
 }
 
 struct fail_after_more_ctx {
@@ -770,19 +621,14 @@ static int fail_after_other_root(braid_task *self, void *arg) {
   braid_scope *s = NULL;
   /* In time: nothing happens. */
   CHECK_INT(braid_fail_after(self, 2 * SEC, &s), 0);
-  c->rc_in_time = braid_scope_exit(s, braid_sleep(self, SEC));
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_in_time = leave_scope(s, braid_sleep(self, SEC), NULL);
   /* Explicit cancel before the deadline: caught, no timeout. */
   CHECK_INT(braid_fail_after(self, 20 * SEC, &s), 0);
   CHECK_INT(braid_scope_cancel(s), 0);
-  c->rc_explicit_cancel = braid_scope_exit(s, braid_sleep(self, SEC));
-  c->caught_explicit = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_explicit_cancel = leave_scope(s, braid_sleep(self, SEC), &c->caught_explicit);
   /* A scope made with the BRAID_FAIL flag is a fail_after. */
-  s = new_scope(braid_now(self) + SEC, BRAID_FAIL);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  c->rc_flag_scope = braid_scope_exit(s, braid_sleep_forever(self));
-  CHECK_INT(braid_scope_unref(s), 0);
+  s = enter_new_scope(self, braid_now(self) + SEC, BRAID_FAIL);
+  c->rc_flag_scope = leave_scope(s, braid_sleep_forever(self), NULL);
   return 0;
 }
 
@@ -797,35 +643,42 @@ static void test_fail_after_in_time_or_cancelled_explicitly_does_not_time_out(vo
   assert_int_equal(c.rc_flag_scope, BRAID_ETIMEDOUT);
 }
 
-struct fail_after_uncaught_ctx {
-  int rc_exit, caught, cancel_called;
-};
-
 static int fail_after_passed_but_not_delivered_root(braid_task *self, void *arg) {
-  struct fail_after_uncaught_ctx *c = arg;
-  braid_scope *s = NULL;
-  CHECK_INT(braid_fail_after(self, SEC, &s), 0);
-  braid_scope *shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  CHECK_INT(braid_sleep(self, 2 * SEC), 0); /* the deadline passes in here */
-  CHECK_INT(braid_scope_exit(shield, 0), 0);
-  c->cancel_called = braid_scope_cancel_called(s);
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_fail_after(self, &c->w, SEC);
+  CHECK_INT(shielded_sleep(self, 2 * SEC), 0); /* the deadline passes in here */
   /* The body finished without seeing the cancellation: nothing to catch. */
-  c->rc_exit = braid_scope_exit(s, 0);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(shield), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->w.rc_wait = 0;
+  scope_wait_end(self, &c->w, s);
   return 0;
 }
 
 static void test_fail_after_whose_cancel_was_never_delivered_returns_the_body_result(void **state) {
   (void)state;
-  struct fail_after_uncaught_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(fail_after_passed_but_not_delivered_root, &c), 0);
-  assert_int_equal(c.cancel_called, 1);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 0);
+  assert_int_equal(c.w.cancel_called, 1);
+  assert_scope_wait(&c.w, 0, 2 * SEC, 0, 0);
+}
+
+static int negative_duration_root(braid_task *self, void *arg) {
+  struct deadline_ctx *c = arg;
+  braid_scope *s = scope_wait_move_on_after(self, &c->w, -SEC);
+  c->cancel_called_at_enter = braid_scope_cancel_called(s);
+  c->w.rc_wait = braid_checkpoint_if_cancelled(self);
+  scope_wait_end(self, &c->w, s);
+  return 0;
+}
+
+static void test_move_on_after_negative_duration_is_already_cancelled(void **state) {
+  (void)state;
+  struct deadline_ctx c;
+  memset(&c, 0, sizeof c);
+  assert_int_equal(run_virtual_at(negative_duration_root, &c, 10 * SEC), 0);
+  assert_int_equal(c.w.deadline, c.w.t0 - SEC);
+  assert_int_equal(c.cancel_called_at_enter, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 0, 0, 1);
 }
 
 /* ---- effective deadline ---------------------------------------------- */
@@ -839,32 +692,26 @@ static int effective_deadline_root(braid_task *self, void *arg) {
   struct eff_ctx *c = arg;
   braid_time_t t0 = braid_now(self);
   c->none = braid_current_effective_deadline(self);
-  braid_scope *outer = new_scope(t0 + 10 * SEC, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
+  braid_scope *outer = enter_new_scope(self, t0 + 10 * SEC, 0);
   c->outer_only = braid_current_effective_deadline(self);
 
-  braid_scope *later = new_scope(t0 + 20 * SEC, 0);
-  CHECK_INT(braid_scope_enter(self, later), 0);
+  braid_scope *later = enter_new_scope(self, t0 + 20 * SEC, 0);
   c->inner_later = braid_current_effective_deadline(self);
-  braid_scope *earlier = new_scope(t0 + 5 * SEC, 0);
-  CHECK_INT(braid_scope_enter(self, earlier), 0);
+  braid_scope *earlier = enter_new_scope(self, t0 + 5 * SEC, 0);
   c->inner_earlier = braid_current_effective_deadline(self);
   CHECK_INT(braid_scope_exit(earlier, 0), 0);
   CHECK_INT(braid_scope_exit(later, 0), 0);
 
-  braid_scope *shield = new_scope(t0 + 20 * SEC, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
+  braid_scope *shield = enter_new_scope(self, t0 + 20 * SEC, BRAID_SHIELD);
   c->shielded_later = braid_current_effective_deadline(self);
-  braid_scope *shield_never = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield_never), 0);
+  braid_scope *shield_never = enter_new_scope(self, BRAID_NEVER, BRAID_SHIELD);
   c->shielded_never = braid_current_effective_deadline(self);
   CHECK_INT(braid_scope_exit(shield_never, 0), 0);
   CHECK_INT(braid_scope_exit(shield, 0), 0);
 
   CHECK_INT(braid_scope_cancel(outer), 0);
   c->cancelled = braid_current_effective_deadline(self);
-  braid_scope *shield2 = new_scope(t0 + 30 * SEC, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield2), 0);
+  braid_scope *shield2 = enter_new_scope(self, t0 + 30 * SEC, BRAID_SHIELD);
   c->cancelled_shielded = braid_current_effective_deadline(self);
   CHECK_INT(braid_scope_exit(shield2, 0), 0);
   CHECK_INT(braid_scope_exit(outer, 0), 0);
@@ -903,10 +750,8 @@ struct misnest_ctx {
 
 static int misnest_root(braid_task *self, void *arg) {
   struct misnest_ctx *c = arg;
-  braid_scope *a = new_scope(BRAID_NEVER, 0);
-  braid_scope *b = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, a), 0);
-  CHECK_INT(braid_scope_enter(self, b), 0);
+  braid_scope *a = enter_new_scope(self, BRAID_NEVER, 0);
+  braid_scope *b = enter_new_scope(self, BRAID_NEVER, 0);
   c->rc_outer_exit = braid_scope_exit(a, 0);
   c->outer_caught = braid_scope_cancelled_caught(a);
   /* b is detached and stays cancelled; the task is back outside a. */
@@ -918,14 +763,10 @@ static int misnest_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_unref(b), 0);
 
   /* A detached inner scope exited with 0 returns 0 as well. */
-  a = new_scope(BRAID_NEVER, 0);
-  b = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, a), 0);
-  CHECK_INT(braid_scope_enter(self, b), 0);
-  CHECK_INT(braid_scope_exit(a, 0), BRAID_ESTATE);
-  c->rc_inner_exit_zero = braid_scope_exit(b, 0);
-  CHECK_INT(braid_scope_unref(a), 0);
-  CHECK_INT(braid_scope_unref(b), 0);
+  a = enter_new_scope(self, BRAID_NEVER, 0);
+  b = enter_new_scope(self, BRAID_NEVER, 0);
+  CHECK_INT(leave_scope(a, 0, NULL), BRAID_ESTATE);
+  c->rc_inner_exit_zero = leave_scope(b, 0, NULL);
 
   /* Order errors that change nothing. */
   a = new_scope(BRAID_NEVER, 0);
@@ -964,19 +805,16 @@ struct unref_ctx {
 
 static int unref_entered_root(braid_task *self, void *arg) {
   struct unref_ctx *c = arg;
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   c->rc_unref_entered = braid_scope_unref(s); /* last reference, still entered */
   CHECK_INT(braid_scope_cancel(s), 0);        /* so the scope is still alive */
-  CHECK_INT(braid_scope_exit(s, braid_checkpoint(self)), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, braid_checkpoint(self), NULL), 0);
 
   s = new_scope(BRAID_NEVER, 0);
   braid_scope_ref(s);
   CHECK_INT(braid_scope_enter(self, s), 0);
   c->rc_unref_extra = braid_scope_unref(s); /* not the last one */
-  CHECK_INT(braid_scope_exit(s, 0), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, 0, NULL), 0);
   return 0;
 }
 
@@ -1020,14 +858,10 @@ static int scope_canceller(braid_task *self, void *arg) {
 
 static int other_task_root(braid_task *self, void *arg) {
   struct other_task_ctx *c = arg;
+  static const braid_fn children[] = {scope_sleeper, scope_canceller};
   c->t0 = braid_now(self);
   c->scope = new_scope(BRAID_NEVER, 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, scope_sleeper, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_spawn(g, scope_canceller, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  run_children(self, children, 2, c);
   CHECK_INT(braid_scope_unref(c->scope), 0);
   return 0;
 }
@@ -1055,6 +889,13 @@ struct thread_cancel_ctx {
   int64_t real_elapsed;
 };
 
+static void thread_cancel_init(struct thread_cancel_ctx *c, int64_t delay_ns) {
+  memset(c, 0, sizeof *c);
+  c->delay_ns = delay_ns;
+  atomic_store(&c->rc_cancel, 1);
+  atomic_store(&c->rc_unref, 1);
+}
+
 static void *cancel_later_thread(void *arg) {
   struct thread_cancel_ctx *c = arg;
   os_sleep_ns(c->delay_ns);
@@ -1063,14 +904,25 @@ static void *cancel_later_thread(void *arg) {
   return NULL;
 }
 
+/* Hand the thread its own reference to s and start it: s is cancelled
+ * (and the reference dropped) from there after c->delay_ns. */
+static void cancel_from_thread_later(struct thread_cancel_ctx *c, braid_scope *s, pthread_t *t) {
+  c->scope = braid_scope_ref(s);
+  CHECK_INT(pthread_create(t, NULL, cancel_later_thread, c), 0);
+}
+
+/* The thread cancelled, dropped its reference and both succeeded. */
+static void assert_cancelled_from_thread(struct thread_cancel_ctx *c) {
+  assert_int_equal(atomic_load(&c->rc_cancel), 0);
+  assert_int_equal(atomic_load(&c->rc_unref), 0);
+}
+
 static int thread_cancel_root(braid_task *self, void *arg) {
   struct thread_cancel_ctx *c = arg;
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
-  c->scope = braid_scope_ref(s);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  pthread_t t;
   int64_t r0 = real_ns();
-  CHECK_INT(pthread_create(&t, NULL, cancel_later_thread, c), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
+  pthread_t t;
+  cancel_from_thread_later(c, s, &t);
   c->rc_sleep = braid_sleep(self, 30 * SEC);
   c->real_elapsed = real_ns() - r0;
   c->rc_exit = braid_scope_exit(s, c->rc_sleep);
@@ -1083,13 +935,9 @@ static int thread_cancel_root(braid_task *self, void *arg) {
 static void test_scope_cancel_from_another_thread_wakes_a_sleeping_task(void **state) {
   (void)state;
   struct thread_cancel_ctx c;
-  memset(&c, 0, sizeof c);
-  c.delay_ns = 30 * BRAID_MSEC;
-  atomic_store(&c.rc_cancel, 1);
-  atomic_store(&c.rc_unref, 1);
+  thread_cancel_init(&c, 30 * BRAID_MSEC);
   assert_int_equal(run_real(thread_cancel_root, &c), 0);
-  assert_int_equal(atomic_load(&c.rc_cancel), 0);
-  assert_int_equal(atomic_load(&c.rc_unref), 0);
+  assert_cancelled_from_thread(&c);
   assert_int_equal(c.rc_sleep, BRAID_ECANCELED);
   assert_true(c.real_elapsed >= 29 * BRAID_MSEC);
   assert_true(c.real_elapsed < 10 * BRAID_SEC);
@@ -1102,20 +950,12 @@ struct thread_cancel_child_ctx {
   int child_rc;
 };
 
-static int thread_cancel_child(braid_task *self, void *arg) {
-  struct thread_cancel_child_ctx *c = arg;
-  c->child_rc = braid_sleep_forever(self);
-  return c->child_rc;
-}
-
 static int thread_cancel_group_root(braid_task *self, void *arg) {
   struct thread_cancel_child_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  c->tc.scope = braid_scope_ref(braid_group_scope(g));
-  CHECK_INT(braid_group_spawn(g, thread_cancel_child, c, NULL, NULL), 0);
+  braid_group *g = open_group(self);
+  CHECK_INT(braid_group_spawn(g, child_sleep_forever, &c->child_rc, NULL, NULL), 0);
   pthread_t t;
-  CHECK_INT(pthread_create(&t, NULL, cancel_later_thread, &c->tc), 0);
+  cancel_from_thread_later(&c->tc, braid_group_scope(g), &t);
   /* The root waits in close; only the child sleeps, with no deadline. */
   c->tc.rc_exit = braid_group_close(g, 0);
   c->tc.caught = braid_scope_cancelled_caught(braid_group_scope(g));
@@ -1128,12 +968,9 @@ static void test_scope_cancel_of_a_group_from_another_thread_wakes_its_children(
   (void)state;
   struct thread_cancel_child_ctx c;
   memset(&c, 0, sizeof c);
-  c.tc.delay_ns = 20 * BRAID_MSEC;
-  atomic_store(&c.tc.rc_cancel, 1);
-  atomic_store(&c.tc.rc_unref, 1);
+  thread_cancel_init(&c.tc, 20 * BRAID_MSEC);
   assert_int_equal(run_real(thread_cancel_group_root, &c), 0);
-  assert_int_equal(atomic_load(&c.tc.rc_cancel), 0);
-  assert_int_equal(atomic_load(&c.tc.rc_unref), 0);
+  assert_cancelled_from_thread(&c.tc);
   assert_int_equal(c.child_rc, BRAID_ECANCELED);
   assert_int_equal(c.tc.rc_exit, 0);
   assert_int_equal(c.tc.caught, 1);
@@ -1156,11 +993,9 @@ static void *cancel_exited_scope(void *arg) {
 
 static int late_cancel_root(braid_task *self, void *arg) {
   struct late_cancel_ctx *c = arg;
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   c->scope = braid_scope_ref(s);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_exit(s, 0), 0);
-  CHECK_INT(braid_scope_unref(s), 0); /* the thread holds the last reference */
+  CHECK_INT(leave_scope(s, 0, NULL), 0); /* the thread holds the last reference */
   pthread_t t;
   CHECK_INT(pthread_create(&t, NULL, cancel_exited_scope, c), 0);
   int64_t r0 = real_ns();
@@ -1188,12 +1023,10 @@ struct vthread_ctx {
 
 static int virtual_thread_cancel_root(braid_task *self, void *arg) {
   struct vthread_ctx *c = arg;
-  braid_scope *s = new_scope(BRAID_NEVER, 0);
-  c->tc.scope = braid_scope_ref(s);
-  CHECK_INT(braid_scope_enter(self, s), 0);
+  braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
   c->t0 = braid_now(self);
   pthread_t t;
-  CHECK_INT(pthread_create(&t, NULL, cancel_later_thread, &c->tc), 0);
+  cancel_from_thread_later(&c->tc, s, &t);
   /* No deadline anywhere: the virtual clock has nothing to jump to and
    * the loop must wait for the other thread. */
   c->tc.rc_sleep = braid_sleep_forever(self);
@@ -1208,10 +1041,9 @@ static void test_scope_cancel_from_another_thread_wakes_a_task_on_the_virtual_cl
   (void)state;
   struct vthread_ctx c;
   memset(&c, 0, sizeof c);
-  c.tc.delay_ns = 20 * BRAID_MSEC;
-  atomic_store(&c.tc.rc_cancel, 1);
+  thread_cancel_init(&c.tc, 20 * BRAID_MSEC);
   assert_int_equal(run_virtual_at(virtual_thread_cancel_root, &c, 3 * SEC), 0);
-  assert_int_equal(atomic_load(&c.tc.rc_cancel), 0);
+  assert_cancelled_from_thread(&c.tc);
   assert_int_equal(c.tc.rc_sleep, BRAID_ECANCELED);
   assert_int_equal(c.woke_at, c.t0); /* virtual time did not move */
   assert_int_equal(c.tc.rc_exit, 0);
@@ -1255,8 +1087,7 @@ static int many_threads_root(braid_task *self, void *arg) {
   struct many_ctx *c = arg;
   for (int i = 0; i < MANY_SLEEPERS; i++)
     c->scopes[i] = new_scope(BRAID_NEVER, 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < MANY_SLEEPERS; i++)
     CHECK_INT(braid_group_spawn(g, sleeper_in_own_scope, c, NULL, NULL), 0);
   pthread_t t[CANCEL_THREADS];
@@ -1266,8 +1097,7 @@ static int many_threads_root(braid_task *self, void *arg) {
     a[i].first = i;
     CHECK_INT(pthread_create(&t[i], NULL, cancel_a_share, &a[i]), 0);
   }
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   for (int i = 0; i < CANCEL_THREADS; i++)
     CHECK_INT(pthread_join(t[i], NULL), 0);
   for (int i = 0; i < MANY_SLEEPERS; i++)
@@ -1309,10 +1139,9 @@ static void *race_cancel(void *arg) {
 static int race_root(braid_task *self, void *arg) {
   struct race_ctx *c = arg;
   for (int i = 0; i < RACE_ROUNDS; i++) {
-    braid_scope *s = new_scope(BRAID_NEVER, 0);
+    braid_scope *s = enter_new_scope(self, BRAID_NEVER, 0);
     c->thread_ref = braid_scope_ref(s);
     c->thread_delay_ns = (i % 7) * 40 * BRAID_USEC;
-    CHECK_INT(braid_scope_enter(self, s), 0);
     pthread_t t;
     CHECK_INT(pthread_create(&t, NULL, race_cancel, c), 0);
     int rc = braid_sleep(self, (i % 5) * 50 * BRAID_USEC);
@@ -1321,8 +1150,7 @@ static int race_root(braid_task *self, void *arg) {
     else if (rc == 0)
       c->completed_rounds++;
     /* Whatever happened, the scope catches its own cancellation. */
-    if (braid_scope_exit(s, rc) != 0) c->bad_exit++;
-    CHECK_INT(braid_scope_unref(s), 0);
+    if (leave_scope(s, rc, NULL) != 0) c->bad_exit++;
     CHECK_INT(pthread_join(t, NULL), 0);
     CHECK_INT(braid_checkpoint(self), 0); /* nothing leaks into the next round */
   }
@@ -1339,46 +1167,15 @@ static void test_scope_cancel_from_another_thread_racing_with_exit_is_safe(void 
   assert_int_equal(c.cancelled_rounds + c.completed_rounds, RACE_ROUNDS);
 }
 
-struct negative_ctx {
-  int cancel_called, rc_ifc, rc_exit;
-  braid_time_t deadline, t0;
-};
-
-static int negative_duration_root(braid_task *self, void *arg) {
-  struct negative_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, -SEC, &s), 0);
-  c->deadline = braid_scope_deadline(s);
-  c->cancel_called = braid_scope_cancel_called(s);
-  c->rc_ifc = braid_checkpoint_if_cancelled(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_ifc);
-  CHECK_INT(braid_scope_unref(s), 0);
-  return 0;
-}
-
-static void test_move_on_after_negative_duration_is_already_cancelled(void **state) {
-  (void)state;
-  struct negative_ctx c;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual_at(negative_duration_root, &c, 10 * SEC), 0);
-  assert_int_equal(c.deadline, c.t0 - SEC);
-  assert_int_equal(c.cancel_called, 1);
-  assert_int_equal(c.rc_ifc, BRAID_ECANCELED);
-  assert_int_equal(c.rc_exit, 0);
-}
-
 /* ---- more about deadlines and shields -------------------------------- */
 
 struct sticky_ctx {
   int cancel_called_after_remove, rc_cp, rc_exit;
-  int rc_own_deadline, rc_own_exit, own_caught;
-  braid_time_t t0, woke_at;
+  scope_wait own; /* in a shield with a deadline of its own */
 };
 
 static int sticky_cancel_root(braid_task *self, void *arg) {
   struct sticky_ctx *c = arg;
-  c->t0 = braid_now(self);
   braid_scope *s = NULL;
   CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
   CHECK_INT(braid_sleep(self, 2 * SEC), BRAID_ECANCELED);
@@ -1386,23 +1183,15 @@ static int sticky_cancel_root(braid_task *self, void *arg) {
   CHECK_INT(braid_scope_set_deadline(s, BRAID_NEVER), 0);
   c->cancel_called_after_remove = braid_scope_cancel_called(s);
   c->rc_cp = braid_checkpoint(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_cp);
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_exit = leave_scope(s, c->rc_cp, NULL);
 
   /* A shield keeps outer cancellations out, not its own deadline. */
-  braid_scope *outer = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
-  CHECK_INT(braid_scope_cancel(outer), 0);
-  braid_scope *shield = new_scope(braid_now(self) + SEC, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  braid_time_t t1 = braid_now(self);
-  c->rc_own_deadline = braid_sleep(self, 5 * SEC);
-  c->woke_at = braid_now(self) - t1;
-  c->rc_own_exit = braid_scope_exit(shield, c->rc_own_deadline);
-  c->own_caught = braid_scope_cancelled_caught(shield);
-  CHECK_INT(braid_scope_exit(outer, braid_checkpoint(self)), 0);
-  CHECK_INT(braid_scope_unref(shield), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  braid_scope *outer = NULL;
+  c->own.t0 = braid_now(self);
+  braid_scope *shield = inside_cancelled_outer(self, c->own.t0 + SEC, BRAID_SHIELD, &outer);
+  c->own.rc_wait = braid_sleep(self, 5 * SEC);
+  scope_wait_end(self, &c->own, shield);
+  CHECK_INT(leave_scope(outer, braid_checkpoint(self), NULL), 0);
   return 0;
 }
 
@@ -1414,10 +1203,7 @@ static void test_scope_cancel_is_sticky_and_a_shield_does_not_block_its_own_dead
   assert_int_equal(c.cancel_called_after_remove, 1);
   assert_int_equal(c.rc_cp, BRAID_ECANCELED);
   assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.rc_own_deadline, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, SEC);
-  assert_int_equal(c.rc_own_exit, 0);
-  assert_int_equal(c.own_caught, 1);
+  assert_scope_wait(&c.own, BRAID_ECANCELED, SEC, 0, 1);
 }
 
 /* ---- scopes on a plain thread ---------------------------------------- */

@@ -9,31 +9,15 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
-static braid_semaphore_stats sstats(braid_semaphore *s) {
-  braid_semaphore_stats st;
-  memset(&st, 0, sizeof st);
-  st.size = sizeof st;
-  CHECK_INT(braid_semaphore_statistics(s, &st), 0);
-  return st;
+static int sem_release(braid_task *self, void *s) {
+  (void)self;
+  return braid_semaphore_release(s);
 }
 
-static int sem_waiting(braid_semaphore *s) { return (int)sstats(s).waiting; }
-
-static braid_semaphore *new_sem(uint64_t initial, uint64_t max) {
-  braid_semaphore *s = NULL;
-  CHECK_INT(braid_semaphore_new(initial, max, &s), 0);
-  return s;
+static int sem_nowait(braid_task *self, void *s) {
+  (void)self;
+  return braid_semaphore_acquire_nowait(s);
 }
-
-static int sem_wait(braid_task *t, sw *w) { return braid_semaphore_acquire(t, (braid_semaphore *)w->obj); }
-static int sem_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
-  return braid_semaphore_acquire_cb((braid_semaphore *)w->obj, cb, ud, out);
-}
-/* Waiters keep the unit they got. */
-static const sw_ops sem_ops = {sem_wait, sem_wait_cb, NULL};
 
 /* ---- value and bound ---------------------------------------------------- */
 
@@ -177,55 +161,38 @@ static void test_semaphore_tasks_take_available_units(void **state) {
 /* ---- hand-off to each kind of waiter ---------------------------------- */
 
 struct handoff_ctx {
-  int kind;
-  braid_semaphore *s;
-  sw w;
+  handoff_case hc;
   braid_semaphore_stats before, after_release;
-  int rc_nowait;
-  uintptr_t root_frame;
 };
 
-static int handoff_root(braid_task *self, void *arg) {
-  struct handoff_ctx *c = arg;
-  c->s = new_sem(0, 1);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  sw_init(&c->w, &sem_ops, c->s, c->kind, 1, NULL);
-  CHECK_INT(sw_start(g, &c->w), 0);
-  WAIT_UNTIL(self, sem_waiting(c->s) == 1);
-  CHECK(!sw_done(&c->w));
-  c->before = sstats(c->s);
-  volatile int local = 0;
-  c->root_frame = (uintptr_t)&local;
-  CHECK_INT(braid_semaphore_release(c->s), 0);
-  c->after_release = sstats(c->s);
-  c->rc_nowait = braid_semaphore_acquire_nowait(c->s);
-  WAIT_UNTIL(self, sw_done(&c->w));
-  close_group(g);
-  sw_join(&c->w);
-  CHECK_INT(braid_semaphore_value(c->s), 0);
-  CHECK_INT(braid_semaphore_release(c->s), 0);
-  CHECK_INT(braid_semaphore_free(c->s), 0);
-  return 0;
+static void handoff_snap(handoff_case *hc, int when) {
+  struct handoff_ctx *c = hc->ud;
+  if (when == SNAP_QUEUED)
+    c->before = sstats(hc->obj);
+  else
+    c->after_release = sstats(hc->obj);
 }
 
 static void run_handoff(int kind) {
   struct handoff_ctx c;
   memset(&c, 0, sizeof c);
-  c.kind = kind;
-  assert_int_equal(run_real(handoff_root, &c), 0);
+  braid_semaphore *s = new_sem(0, 1);
+  c.hc = (handoff_case){.ops = &sem_ops,
+                        .obj = s,
+                        .kind = kind,
+                        .wake = sem_release,
+                        .nowait = sem_nowait,
+                        .snap = handoff_snap,
+                        .ud = &c};
+  run_handoff_case(&c.hc);
   assert_int_equal(c.before.value, 0);
   assert_int_equal(c.before.waiting, 1);
-  /* The unit went straight to the waiter. */
+  /* The unit went straight to the waiter, which keeps it. */
   assert_int_equal(c.after_release.value, 0);
   assert_int_equal(c.after_release.waiting, 0);
-  assert_int_equal(c.rc_nowait, BRAID_EWOULDBLOCK);
-  assert_int_equal(sw_rc(&c.w), 0);
-  if (kind == W_CB) {
-    assert_int_equal(atomic_load(&c.w.cb.calls), 1);
-    assert_int_equal(atomic_load(&c.w.cb.on_task), 0);
-    assert_false(near_addr(atomic_load(&c.w.cb.frame), c.root_frame, 256 * 1024));
-  }
+  assert_int_equal(braid_semaphore_value(s), 0);
+  assert_int_equal(braid_semaphore_release(s), 0);
+  assert_int_equal(braid_semaphore_free(s), 0);
 }
 
 static void test_semaphore_release_hands_a_unit_to_a_waiting_stackful_task(void **state) {
@@ -250,56 +217,22 @@ static void test_semaphore_release_hands_a_unit_to_a_waiting_callback(void **sta
 
 /* ---- FIFO across kinds: one release wakes exactly the next waiter ------ */
 
-#define MIX_N 8
-
-struct mix_ctx {
-  braid_semaphore *s;
-  order_log log;
-  sw w[MIX_N];
-  int kinds[MIX_N];
-  int n;
-};
-
-static int mix_root(braid_task *self, void *arg) {
-  struct mix_ctx *c = arg;
-  c->s = new_sem(0, 0);
-  log_init(&c->log);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < c->n; i++) {
-    sw_init(&c->w[i], &sem_ops, c->s, c->kinds[i], i, &c->log);
-    CHECK_INT(sw_start(g, &c->w[i]), 0);
-    WAIT_UNTIL(self, sem_waiting(c->s) == i + 1);
-  }
-  for (int i = 0; i < c->n; i++) {
-    CHECK_INT(braid_semaphore_release(c->s), 0);
-    WAIT_UNTIL(self, log_len(&c->log) == i + 1);
-    CHECK_INT(braid_sleep(self, 2 * MSEC), 0); /* give a wrong waiter time to show up */
-    CHECK_INT(log_len(&c->log), i + 1);
-    CHECK_INT(log_at(&c->log, i), i);
-    CHECK_INT(sem_waiting(c->s), c->n - i - 1);
-    CHECK_INT(braid_semaphore_value(c->s), 0);
-  }
-  close_group(g);
-  for (int i = 0; i < c->n; i++) {
-    sw_join(&c->w[i]);
-    CHECK_INT(sw_rc(&c->w[i]), 0);
-  }
-  CHECK_INT(braid_semaphore_free(c->s), 0);
-  return 0;
+/* The waiter keeps its unit: the value stays 0. */
+static void mix_on_done(braid_task *self, mix_case *mc, int i) {
+  (void)self;
+  (void)i;
+  CHECK_INT(braid_semaphore_value(mc->obj), 0);
 }
 
 static void run_mix(const int *kinds, int n) {
-  struct mix_ctx *c = calloc(1, sizeof *c);
-  assert_non_null(c);
-  c->n = n;
-  for (int i = 0; i < n; i++)
-    c->kinds[i] = kinds[i];
-  assert_int_equal(run_real(mix_root, c), 0);
-  assert_int_equal(log_len(&c->log), n);
-  for (int i = 0; i < n; i++)
-    assert_int_equal(log_at(&c->log, i), i);
-  free(c);
+  mix_case *mc = calloc(1, sizeof *mc);
+  assert_non_null(mc);
+  braid_semaphore *s = new_sem(0, 0);
+  *mc = (mix_case){
+      .ops = &sem_ops, .cb_ops = &sem_ops, .obj = s, .wake_each = 1, .wake = sem_release, .on_done = mix_on_done};
+  run_mix_case(mc, kinds, n);
+  assert_int_equal(braid_semaphore_free(s), 0);
+  free(mc);
 }
 
 static void test_semaphore_releases_wake_waiters_in_fifo_order_task_thread_callback_stepped(void **state) {
@@ -317,49 +250,33 @@ static void test_semaphore_releases_wake_waiters_in_fifo_order_across_a_longer_m
 /* ---- cancellation --------------------------------------------------------- */
 
 struct deadline_ctx {
-  int kind;
-  braid_semaphore *s;
-  sw cancelled, next;
-  braid_time_t t0;
-  braid_semaphore_stats before, after_deadline, after_release;
+  deadline_case dc;
+  braid_semaphore_stats after_deadline, after_release;
 };
 
-static int deadline_root(braid_task *self, void *arg) {
-  struct deadline_ctx *c = arg;
-  c->s = new_sem(0, 0);
-  c->t0 = braid_now(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  sw_init(&c->cancelled, &sem_ops, c->s, c->kind, 1, NULL);
-  sw_init(&c->next, &sem_ops, c->s, W_TASK, 2, NULL);
-  c->cancelled.scope = new_scope(c->t0 + 3 * SEC, 0);
-  CHECK_INT(sw_start(g, &c->cancelled), 0);
-  CHECK_INT(sw_start(g, &c->next), 0);
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  c->before = sstats(c->s);
-  CHECK_INT(braid_sleep(self, 5 * SEC), 0);
-  c->after_deadline = sstats(c->s);
-  CHECK_INT(braid_semaphore_release(c->s), 0);
-  c->after_release = sstats(c->s);
-  close_group(g);
-  CHECK_INT(braid_semaphore_free(c->s), 0);
-  CHECK_INT(braid_scope_unref(c->cancelled.scope), 0);
-  return 0;
+static void deadline_snap(deadline_case *dc, int when) {
+  struct deadline_ctx *c = dc->ud;
+  if (when == SNAP_DEADLINE_PASSED)
+    c->after_deadline = sstats(dc->obj);
+  else
+    c->after_release = sstats(dc->obj);
 }
 
 static void run_deadline(int kind) {
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
-  c.kind = kind;
-  assert_int_equal(run_virtual(deadline_root, &c), 0);
-  assert_int_equal(sw_rc(&c.cancelled), BRAID_ECANCELED);
-  assert_int_equal(c.cancelled.woke_at, c.t0 + 3 * SEC);
-  assert_int_equal(c.before.waiting, 2);
-  assert_int_equal(c.after_deadline.waiting, 1);
+  c.dc = (deadline_case){.ops = &sem_ops,
+                         .obj = new_sem(0, 0),
+                         .kind = kind,
+                         .deadline = 3 * SEC,
+                         .wake = sem_release,
+                         .snap = deadline_snap,
+                         .ud = &c};
+  run_deadline_case(&c.dc);
   assert_int_equal(c.after_deadline.value, 0);
   assert_int_equal(c.after_release.waiting, 0);
   assert_int_equal(c.after_release.value, 0); /* went to the next waiter */
-  assert_int_equal(sw_rc(&c.next), 0);
+  assert_int_equal(braid_semaphore_free(c.dc.obj), 0);
 }
 
 static void test_semaphore_a_stackful_waiter_whose_deadline_passes_gets_ecanceled_and_leaves_the_queue(void **state) {
@@ -377,22 +294,10 @@ static void test_semaphore_a_waiting_thread_whose_scope_is_cancelled_gets_ecance
   braid_semaphore *s = new_sem(0, 0);
   sw w;
   sw_init(&w, &sem_ops, s, W_THREAD, 1, NULL);
-  w.scope = new_scope(BRAID_NEVER, 0);
-  braid_scope *mine = braid_scope_ref(w.scope);
-  assert_int_equal(sw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, sem_waiting(s) == 1);
-  os_sleep_ns(5 * MSEC);
-  assert_false(sw_done(&w));
-  assert_int_equal(braid_scope_cancel(mine), 0);
-  WAIT_UNTIL(NULL, sw_done(&w));
-  sw_join(&w);
-  assert_int_equal(sw_rc(&w), BRAID_ECANCELED);
-  assert_int_equal(sem_waiting(s), 0);
+  sw_thread_scope_cancelled(&w);
   /* A later release is not swallowed by the cancelled waiter. */
   assert_int_equal(braid_semaphore_release(s), 0);
   assert_int_equal(braid_semaphore_value(s), 1);
-  assert_int_equal(braid_scope_unref(mine), 0);
-  assert_int_equal(braid_scope_unref(w.scope), 0);
   assert_int_equal(braid_semaphore_free(s), 0);
 }
 
@@ -401,44 +306,37 @@ static void test_semaphore_a_waiting_thread_with_a_short_real_deadline_gets_ecan
   braid_semaphore *s = new_sem(0, 0);
   sw w;
   sw_init(&w, &sem_ops, s, W_THREAD, 1, NULL);
-  int64_t t0 = real_ns();
-  w.scope = new_scope(braid_now(NULL) + 40 * MSEC, 0);
-  assert_int_equal(sw_start(NULL, &w), 0);
-  WAIT_UNTIL(NULL, sw_done(&w));
-  int64_t elapsed = real_ns() - t0;
-  sw_join(&w);
-  assert_int_equal(sw_rc(&w), BRAID_ECANCELED);
-  assert_true(elapsed >= 35 * MSEC);
-  assert_true(elapsed < 10 * SEC);
-  assert_int_equal(sem_waiting(s), 0);
+  sw_thread_short_deadline(&w, 40 * MSEC);
   assert_int_equal(braid_semaphore_value(s), 0);
-  assert_int_equal(braid_scope_unref(w.scope), 0);
   assert_int_equal(braid_semaphore_free(s), 0);
 }
 
 struct level_ctx {
-  atomic_int sibling_ran;
-  int rc, ran_before_return, rc_nowait;
+  level_case lc;
+  braid_semaphore *s;
+  int rc_nowait;
   uint64_t value_after;
 };
 
+static int level_acquire(braid_task *self, void *arg) {
+  struct level_ctx *c = arg;
+  return braid_semaphore_acquire(self, c->s);
+}
+
+static void level_more(braid_task *self, void *arg) {
+  (void)self;
+  struct level_ctx *c = arg;
+  c->value_after = braid_semaphore_value(c->s);
+  c->rc_nowait = braid_semaphore_acquire_nowait(c->s); /* not a checkpoint */
+}
+
 static int level_root(braid_task *self, void *arg) {
   struct level_ctx *c = arg;
-  braid_semaphore *s = new_sem(1, 1);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_body, &c->sibling_ran, NULL, NULL), 0);
-  braid_scope *sc = cancelled_scope();
-  CHECK_INT(braid_scope_enter(self, sc), 0);
-  c->rc = braid_semaphore_acquire(self, s);
-  c->ran_before_return = atomic_load(&c->sibling_ran);
-  c->value_after = braid_semaphore_value(s);
-  c->rc_nowait = braid_semaphore_acquire_nowait(s); /* not a checkpoint */
-  CHECK_INT(braid_scope_exit(sc, c->rc), 0);
-  CHECK_INT(braid_scope_unref(sc), 0);
-  close_group(g);
-  if (c->rc_nowait == 0) CHECK_INT(braid_semaphore_release(s), 0);
-  CHECK_INT(braid_semaphore_free(s), 0);
+  c->s = new_sem(1, 1);
+  c->lc = (level_case){.op = level_acquire, .more = level_more, .ud = c};
+  level_case_run(self, &c->lc);
+  if (c->rc_nowait == 0) CHECK_INT(braid_semaphore_release(c->s), 0);
+  CHECK_INT(braid_semaphore_free(c->s), 0);
   return 0;
 }
 
@@ -447,8 +345,7 @@ static void test_semaphore_acquire_in_a_cancelled_scope_yields_and_fails_without
   struct level_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(level_root, &c), 0);
-  assert_int_equal(c.rc, BRAID_ECANCELED);
-  assert_int_equal(c.ran_before_return, 1);
+  assert_level_case(&c.lc);
   assert_int_equal(c.value_after, 1);
   assert_int_equal(c.rc_nowait, 0);
 }
@@ -474,125 +371,51 @@ static void test_semaphore_acquire_by_a_thread_in_a_cancelled_scope_fails_withou
 
 /* ---- races: the value is conserved -------------------------------------- */
 
-#if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 100
-#else
-#define RACE_ITERS 400
-#endif
+static int race_release(race_case *rc) { return braid_semaphore_release(rc->obj); }
 
-struct race_arg {
-  braid_scope *scope;
-  braid_wait *w;
-  spin_barrier *go;
-  unsigned jitter;
-  atomic_int rc;
-};
-
-static void *race_scope_canceller(void *arg) {
-  struct race_arg *a = arg;
-  barrier_wait(a->go);
-  spin_for(a->jitter);
-  atomic_store(&a->rc, braid_scope_cancel(a->scope));
-  return NULL;
-}
-
-static void *race_wait_canceller(void *arg) {
-  struct race_arg *a = arg;
-  barrier_wait(a->go);
-  spin_for(a->jitter);
-  atomic_store(&a->rc, braid_wait_cancel(a->w));
-  return NULL;
+/* A unit that was not handed over is still there. */
+static void race_check(race_case *rc, sw *w) {
+  CHECK_INT(rc->rc_wake, 0);
+  uint64_t v = braid_semaphore_value(rc->obj);
+  if (sw_rc(w) == 0) {
+    CHECK_INT(v, 0);
+  } else {
+    CHECK_INT(v, 1);
+    CHECK_INT(braid_semaphore_acquire_nowait(rc->obj), 0);
+  }
 }
 
 static void test_semaphore_race_release_against_scope_cancel_of_a_waiting_thread_conserves_the_value(void **state) {
   (void)state;
   braid_semaphore *s = new_sem(0, 0);
-  int got = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    sw w;
-    sw_init(&w, &sem_ops, s, W_THREAD, 1, NULL);
-    w.scope = new_scope(BRAID_NEVER, 0);
-    spin_barrier go;
-    barrier_init(&go, 2);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    a.scope = braid_scope_ref(w.scope);
-    a.go = &go;
-    a.jitter = tuner_canceller_delay(&tu);
-    assert_int_equal(sw_start(NULL, &w), 0);
-    WAIT_UNTIL(NULL, sem_waiting(s) == 1);
-    pthread_t c;
-    assert_int_equal(pthread_create(&c, NULL, race_scope_canceller, &a), 0);
-    barrier_wait(&go);
-    spin_for(tuner_waker_delay(&tu));
-    assert_int_equal(braid_semaphore_release(s), 0);
-    assert_int_equal(pthread_join(c, NULL), 0);
-    sw_join(&w);
-    int rc = sw_rc(&w);
-    tuner_update(&tu, rc == 0);
-    uint64_t v = braid_semaphore_value(s);
-    if (rc == 0) {
-      got++;
-      CHECK_INT(v, 0);
-    } else {
-      cancelled++;
-      CHECK_INT(rc, BRAID_ECANCELED);
-      CHECK_INT(v, 1);
-      CHECK_INT(braid_semaphore_acquire_nowait(s), 0);
-    }
-    CHECK_INT(sem_waiting(s), 0);
-    CHECK_INT(braid_scope_unref(a.scope), 0);
-    CHECK_INT(braid_scope_unref(w.scope), 0);
-  }
-  print_message("  %d hand-offs, %d cancellations (jitter %d)\n", got, cancelled, tu.d);
-  assert_int_equal(got + cancelled, RACE_ITERS);
+  race_case rc = {.ops = &sem_ops, .obj = s, .wake = race_release, .check = race_check};
+  run_race_case(&rc);
   assert_int_equal(braid_semaphore_value(s), 0);
   assert_int_equal(braid_semaphore_free(s), 0);
+}
+
+static int cb_race_reg(cb_race_case *rc, braid_wait_cb cb, void *ud, braid_wait **out) {
+  return braid_semaphore_acquire_cb(rc->ud, cb, ud, out);
+}
+static int cb_race_release(cb_race_case *rc) { return braid_semaphore_release(rc->ud); }
+
+static void cb_race_check(cb_race_case *rc, int woke) {
+  CHECK_INT(rc->rc_wake, 0);
+  uint64_t v = braid_semaphore_value(rc->ud);
+  if (woke) {
+    CHECK_INT(v, 0);
+  } else {
+    CHECK_INT(v, 1);
+    CHECK_INT(braid_semaphore_acquire_nowait(rc->ud), 0);
+  }
+  CHECK_INT(sem_waiting(rc->ud), 0);
 }
 
 static void test_semaphore_race_release_against_wait_cancel_of_a_callback_conserves_the_value(void **state) {
   (void)state;
   braid_semaphore *s = new_sem(0, 0);
-  int got = 0, cancelled = 0;
-  race_tuner tu = {0};
-  for (int i = 0; i < RACE_ITERS && check_failures() == 0; i++) {
-    cb_rec r;
-    cb_rec_init(&r, NULL, 0);
-    struct race_arg a;
-    memset(&a, 0, sizeof a);
-    assert_int_equal(braid_semaphore_acquire_cb(s, cb_record, &r, &a.w), BRAID_EPENDING);
-    spin_barrier go;
-    barrier_init(&go, 2);
-    a.go = &go;
-    a.jitter = tuner_canceller_delay(&tu);
-    pthread_t c;
-    assert_int_equal(pthread_create(&c, NULL, race_wait_canceller, &a), 0);
-    barrier_wait(&go);
-    spin_for(tuner_waker_delay(&tu));
-    assert_int_equal(braid_semaphore_release(s), 0);
-    assert_int_equal(pthread_join(c, NULL), 0);
-    int rc_cancel = atomic_load(&a.rc);
-    CHECK_INT(atomic_load(&r.calls), 1);
-    uint64_t v = braid_semaphore_value(s);
-    tuner_update(&tu, rc_cancel != 0);
-    if (rc_cancel == 0) {
-      cancelled++;
-      CHECK_INT(atomic_load(&r.result), BRAID_ECANCELED);
-      CHECK_INT(v, 1);
-      CHECK_INT(braid_semaphore_acquire_nowait(s), 0);
-    } else {
-      got++;
-      CHECK_INT(rc_cancel, BRAID_ESTATE);
-      CHECK_INT(atomic_load(&r.result), 0);
-      CHECK_INT(v, 0);
-    }
-    CHECK_INT(braid_wait_free(a.w), 0);
-    CHECK_INT(atomic_load(&r.calls), 1);
-    CHECK_INT(sem_waiting(s), 0);
-  }
-  print_message("  %d hand-offs, %d cancellations (jitter %d)\n", got, cancelled, tu.d);
-  assert_int_equal(got + cancelled, RACE_ITERS);
+  cb_race_case rc = {.reg = cb_race_reg, .wake = cb_race_release, .check = cb_race_check, .ud = s};
+  run_cb_race_case(&rc);
   assert_int_equal(braid_semaphore_value(s), 0);
   assert_int_equal(braid_semaphore_free(s), 0);
 }
@@ -639,43 +462,24 @@ static void test_semaphore_free_while_waited_on_is_estate(void **state) {
 }
 
 struct wrong_ctx {
-  braid_semaphore *s;
-  braid_task *root, *sleeper;
-  int rc_null_in_loop, rc_other_thread, rc_not_running;
+  wrong_calls rc;
   uint64_t value_after;
   size_t waiting_after;
 };
 
-static void *wrong_thread_acquire(void *arg) {
-  struct wrong_ctx *c = arg;
-  c->rc_other_thread = braid_semaphore_acquire(c->root, c->s);
-  return NULL;
-}
-
-static int sleeper_body(braid_task *self, void *arg) {
-  (void)arg;
-  return braid_sleep_forever(self);
-}
+static int sem_acquire_op(braid_task *task, void *s) { return braid_semaphore_acquire(task, s); }
 
 static int wrong_root(braid_task *self, void *arg) {
   struct wrong_ctx *c = arg;
-  c->root = self;
-  c->s = new_sem(1, 0);
-  CHECK_INT(in_thread(wrong_thread_acquire, c), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, sleeper_body, NULL, NULL, &c->sleeper), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
-  c->rc_not_running = braid_semaphore_acquire(c->sleeper, c->s);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
-  c->value_after = braid_semaphore_value(c->s);
-  CHECK_INT(braid_semaphore_acquire_nowait(c->s), 0);
-  c->rc_null_in_loop = braid_semaphore_acquire(NULL, c->s);
-  c->waiting_after = sstats(c->s).waiting;
-  CHECK_INT(braid_semaphore_release(c->s), 0);
-  CHECK_INT(braid_semaphore_free(c->s), 0);
+  braid_semaphore *s = new_sem(1, 0);
+  c->rc.rc_other_thread = call_from_another_thread(sem_acquire_op, self, s);
+  c->rc.rc_not_running = call_naming_a_blocked_task(self, sem_acquire_op, s);
+  c->value_after = braid_semaphore_value(s);
+  CHECK_INT(braid_semaphore_acquire_nowait(s), 0);
+  c->rc.rc_null_in_loop = braid_semaphore_acquire(NULL, s);
+  c->waiting_after = sstats(s).waiting;
+  CHECK_INT(braid_semaphore_release(s), 0);
+  CHECK_INT(braid_semaphore_free(s), 0);
   return 0;
 }
 
@@ -684,10 +488,8 @@ static void test_semaphore_wrong_thread_and_wrong_task_are_refused(void **state)
   struct wrong_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_real(wrong_root, &c), 0);
-  assert_true(c.rc_other_thread == BRAID_ETHREAD || c.rc_other_thread == BRAID_ESTATE);
-  assert_int_equal(c.rc_not_running, BRAID_ESTATE);
+  assert_wrong_calls(&c.rc);
   assert_int_equal(c.value_after, 1); /* neither refused call took the unit */
-  assert_int_equal(c.rc_null_in_loop, BRAID_ETHREAD);
   assert_int_equal(c.waiting_after, 0);
 }
 

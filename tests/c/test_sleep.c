@@ -3,7 +3,7 @@
  * stackful tasks, on the virtual clock: exact wake-up times, ordering of
  * sleepers, zero and negative durations, overflow, cancellation.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -44,12 +44,6 @@ static void test_sleep_advances_virtual_time_by_exactly_the_duration(void **stat
   assert_int_equal(c.t3, c.t0 + 10 * SEC);
 }
 
-static int set_flag_child(braid_task *self, void *arg) {
-  (void)self;
-  *(int *)arg = 1;
-  return 0;
-}
-
 struct zero_ctx {
   int rc_zero, rc_negative, rc_until_past, rc_zero_cancelled, rc_until_past_cancelled;
   int ran_after_zero, ran_after_negative, ran_after_until_past;
@@ -60,18 +54,17 @@ struct zero_ctx {
 static int sleep_zero_root(braid_task *self, void *arg) {
   struct zero_ctx *c = arg;
   braid_time_t t0 = braid_now(self);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
 
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[0], NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->flags[0], NULL, NULL), 0);
   c->rc_zero = braid_sleep(self, 0);
   c->ran_after_zero = c->flags[0];
 
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[1], NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->flags[1], NULL, NULL), 0);
   c->rc_negative = braid_sleep(self, -5 * SEC);
   c->ran_after_negative = c->flags[1];
 
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[2], NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->flags[2], NULL, NULL), 0);
   c->rc_until_past = braid_sleep_until(self, t0 - SEC);
   c->ran_after_until_past = c->flags[2];
 
@@ -80,17 +73,12 @@ static int sleep_zero_root(braid_task *self, void *arg) {
 
   c->elapsed = braid_now(self) - t0;
 
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  braid_scope *s = enter_cancelled_scope(self);
   c->rc_zero_cancelled = braid_sleep(self, 0);
   c->rc_until_past_cancelled = braid_sleep_until(self, t0 - SEC);
-  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  CHECK_INT(leave_scope(s, BRAID_ECANCELED, NULL), 0);
 
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -120,22 +108,16 @@ struct cancelled_yield_ctx {
 
 static int cancelled_sleep_yields_root(braid_task *self, void *arg) {
   struct cancelled_yield_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[0], NULL, NULL), 0);
+  braid_group *g = open_group(self);
+  braid_scope *s = enter_cancelled_scope(self);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->flags[0], NULL, NULL), 0);
   c->rc_sleep = braid_sleep(self, SEC);
   c->ran_after_sleep = c->flags[0];
-  CHECK_INT(braid_group_spawn(g, set_flag_child, &c->flags[1], NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, child_set_flag, &c->flags[1], NULL, NULL), 0);
   c->rc_forever = braid_sleep_forever(self);
   c->ran_after_forever = c->flags[1];
-  CHECK_INT(braid_scope_exit(s, BRAID_ECANCELED), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(leave_scope(s, BRAID_ECANCELED, NULL), 0);
+  close_group(g);
   return 0;
 }
 
@@ -176,12 +158,10 @@ static int order_child(braid_task *self, void *arg) {
 
 static int order_root(braid_task *self, void *arg) {
   struct order_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < ORDER_N; i++)
     CHECK_INT(braid_group_spawn(g, order_child, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -249,12 +229,8 @@ static int interleave_b(braid_task *self, void *arg) {
 }
 
 static int interleave_root(braid_task *self, void *arg) {
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, interleave_a, arg, NULL, NULL), 0);
-  CHECK_INT(braid_group_spawn(g, interleave_b, arg, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  static const braid_fn children[] = {interleave_a, interleave_b};
+  run_children(self, children, 2, arg);
   return 0;
 }
 
@@ -272,33 +248,25 @@ static void test_sleep_loops_of_two_tasks_interleave_by_virtual_time(void **stat
 /* ---- sleep_forever, cancellation, overflow --------------------------- */
 
 struct forever_ctx {
-  braid_time_t t0, woke_at, later;
-  int rc_forever, rc_exit, rc_huge, rc_until_never, rc_after;
-  braid_time_t huge_woke_at, until_never_woke_at;
+  scope_wait forever, huge, until_never; /* each in a 1 s move_on_after */
+  int rc_after;
+  braid_time_t later;
 };
 
 static int forever_root(braid_task *self, void *arg) {
   struct forever_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
-  c->rc_forever = braid_sleep_forever(self);
-  c->woke_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_forever);
-  CHECK_INT(braid_scope_unref(s), 0);
+  braid_scope *s = scope_wait_move_on_after(self, &c->forever, SEC);
+  c->forever.rc_wait = braid_sleep_forever(self);
+  scope_wait_end(self, &c->forever, s);
 
   /* now + INT64_MAX must saturate, not wrap into the past. */
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
-  c->rc_huge = braid_sleep(self, INT64_MAX);
-  c->huge_woke_at = braid_now(self);
-  CHECK_INT(braid_scope_exit(s, c->rc_huge), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  s = scope_wait_move_on_after(self, &c->huge, SEC);
+  c->huge.rc_wait = braid_sleep(self, INT64_MAX);
+  scope_wait_end(self, &c->huge, s);
 
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
-  c->rc_until_never = braid_sleep_until(self, BRAID_NEVER);
-  c->until_never_woke_at = braid_now(self);
-  CHECK_INT(braid_scope_exit(s, c->rc_until_never), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  s = scope_wait_move_on_after(self, &c->until_never, SEC);
+  c->until_never.rc_wait = braid_sleep_until(self, BRAID_NEVER);
+  scope_wait_end(self, &c->until_never, s);
   return 0;
 }
 
@@ -307,23 +275,17 @@ static void test_sleep_forever_and_huge_sleeps_end_only_by_cancellation(void **s
   struct forever_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual_at(forever_root, &c, 5 * SEC), 0);
-  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + SEC);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.rc_huge, BRAID_ECANCELED);
-  assert_int_equal(c.huge_woke_at, c.t0 + 2 * SEC);
-  assert_int_equal(c.rc_until_never, BRAID_ECANCELED);
-  assert_int_equal(c.until_never_woke_at, c.t0 + 3 * SEC);
+  assert_scope_wait(&c.forever, BRAID_ECANCELED, SEC, 0, 1);
+  assert_scope_wait(&c.huge, BRAID_ECANCELED, SEC, 0, 1);
+  assert_scope_wait(&c.until_never, BRAID_ECANCELED, SEC, 0, 1);
+  assert_int_equal(c.until_never.woke_at, c.forever.t0 + 3 * SEC);
 }
 
 static int cancelled_sleep_leaves_no_timer_root(braid_task *self, void *arg) {
   struct forever_ctx *c = arg;
-  c->t0 = braid_now(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_move_on_after(self, SEC, &s), 0);
-  c->rc_forever = braid_sleep(self, 10 * SEC); /* cancelled at 1 s */
-  CHECK_INT(braid_scope_exit(s, c->rc_forever), 0);
-  CHECK_INT(braid_scope_unref(s), 0);
+  braid_scope *s = scope_wait_move_on_after(self, &c->forever, SEC);
+  c->forever.rc_wait = braid_sleep(self, 10 * SEC); /* cancelled at 1 s */
+  scope_wait_end(self, &c->forever, s);
   /* The abandoned 10 s timer must not end this sleep early. */
   c->rc_after = braid_sleep(self, 20 * SEC);
   c->later = braid_now(self);
@@ -335,56 +297,37 @@ static void test_cancelled_sleep_leaves_no_stale_wakeup(void **state) {
   struct forever_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(cancelled_sleep_leaves_no_timer_root, &c), 0);
-  assert_int_equal(c.rc_forever, BRAID_ECANCELED);
+  assert_scope_wait(&c.forever, BRAID_ECANCELED, SEC, 0, 1);
   assert_int_equal(c.rc_after, 0);
-  assert_int_equal(c.later, c.t0 + 21 * SEC);
+  assert_int_equal(c.later, c.forever.t0 + 21 * SEC);
 }
 
 /* ---- errors ---------------------------------------------------------- */
 
-struct sleep_errors_ctx {
-  braid_task *child;
-  int rc[6];
-  int child_rc;
-};
-
-static int errors_sleeping_child(braid_task *self, void *arg) {
-  struct sleep_errors_ctx *c = arg;
-  c->child_rc = braid_sleep_forever(self);
-  return c->child_rc;
+static void sleeps_of_a_task_not_running(braid_task *self, braid_task *child, void *arg) {
+  (void)self;
+  refusals *r = arg;
+  r->on_child[0] = braid_sleep(child, SEC);
+  r->on_child[1] = braid_sleep_until(child, SEC);
+  r->on_child[2] = braid_sleep_forever(child);
 }
 
 static int sleep_errors_root(braid_task *self, void *arg) {
-  struct sleep_errors_ctx *c = arg;
-  c->rc[0] = braid_sleep(NULL, SEC);
-  c->rc[1] = braid_sleep_until(NULL, SEC);
-  c->rc[2] = braid_sleep_forever(NULL);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  CHECK_INT(braid_group_spawn(g, errors_sleeping_child, c, NULL, &c->child), 0);
-  CHECK_INT(braid_checkpoint(self), 0);
-  c->rc[3] = braid_sleep(c->child, SEC);
-  c->rc[4] = braid_sleep_until(c->child, SEC);
-  c->rc[5] = braid_sleep_forever(c->child);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  refusals *r = arg;
+  r->on_null[0] = braid_sleep(NULL, SEC);
+  r->on_null[1] = braid_sleep_until(NULL, SEC);
+  r->on_null[2] = braid_sleep_forever(NULL);
+  r->child_rc = with_sleeping_child(self, sleeps_of_a_task_not_running, r);
   return 0;
 }
 
 static void test_sleep_with_null_on_a_loop_thread_or_a_task_not_running_is_refused(void **state) {
   (void)state;
-  struct sleep_errors_ctx c;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(run_virtual(sleep_errors_root, &c), 0);
+  refusals r;
+  memset(&r, 0, sizeof r);
+  assert_int_equal(run_virtual(sleep_errors_root, &r), 0);
   /* NULL means "the calling plain thread", which a loop's thread is not */
-  assert_int_equal(c.rc[0], BRAID_ETHREAD);
-  assert_int_equal(c.rc[1], BRAID_ETHREAD);
-  assert_int_equal(c.rc[2], BRAID_ETHREAD);
-  assert_int_equal(c.rc[3], BRAID_ESTATE);
-  assert_int_equal(c.rc[4], BRAID_ESTATE);
-  assert_int_equal(c.rc[5], BRAID_ESTATE);
-  assert_int_equal(c.child_rc, BRAID_ECANCELED);
+  assert_refusals(&r, BRAID_ETHREAD);
 }
 
 int main(void) {

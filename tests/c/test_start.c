@@ -5,27 +5,22 @@
  * started twice, cancelling the start, the scopes a child runs under before
  * and after started, failures after started going to the group.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <string.h>
 
 #define SEC BRAID_SEC
 
-static braid_group *open_group(braid_task *self) {
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  return g;
-}
-
 /* ---- the started value ----------------------------------------------- */
 
 struct start_ctx {
   int value_storage;
-  int rc_start, rc_close, rc_started, rc_started_again;
+  int rc_start, rc_started, rc_started_again;
   void *value;
   braid_time_t started_at, child_done_at, closed_at;
-  size_t nfail, children_after_start;
+  size_t children_after_start;
   int child_done;
+  group_result r; /* what the group left once closed */
 };
 
 static int ready_after_two_seconds(braid_task *self, void *arg) {
@@ -44,10 +39,8 @@ static int start_value_root(braid_task *self, void *arg) {
   c->rc_start = braid_group_start(g, self, ready_after_two_seconds, c, NULL, &c->value);
   c->started_at = braid_now(self);
   c->children_after_start = braid_group_child_count(g);
-  c->rc_close = braid_group_close(g, 0);
+  c->r = close_and_free_group(g, 0);
   c->closed_at = braid_now(self);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_free(g), 0);
   return 0;
 }
 
@@ -65,8 +58,8 @@ static void test_start_returns_the_started_value_when_the_child_is_ready(void **
   assert_int_equal(c.child_done, 1);
   assert_int_equal(c.child_done_at, 5 * SEC);
   assert_int_equal(c.closed_at, 5 * SEC);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);
+  assert_int_equal(c.r.nfail, 0);
 }
 
 static int ready_at_once(braid_task *self, void *arg) {
@@ -79,8 +72,7 @@ static int start_null_value_root(braid_task *self, void *arg) {
   struct start_ctx *c = arg;
   braid_group *g = open_group(self);
   c->rc_start = braid_group_start(g, self, ready_at_once, c, NULL, NULL);
-  c->rc_close = braid_group_close(g, 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -91,7 +83,7 @@ static void test_start_accepts_a_null_value_pointer(void **state) {
   assert_int_equal(run_virtual(start_null_value_root, &c), 0);
   assert_int_equal(c.rc_start, 0);
   assert_int_equal(c.rc_started, 0);
-  assert_int_equal(c.rc_close, 0);
+  assert_int_equal(c.r.rc_close, 0);
 }
 
 /* ---- failure before started ------------------------------------------- */
@@ -100,9 +92,9 @@ struct early_fail_ctx {
   tpayload p;
   int with_value;
   int code; /* what the child fails with */
-  int rc_start, rc_close, dtor_after_start;
+  int rc_start, dtor_after_start;
   void *value;
-  size_t nfail;
+  group_result r;
 };
 
 static int fail_before_started(braid_task *self, void *arg) {
@@ -118,25 +110,28 @@ static int early_fail_root(braid_task *self, void *arg) {
   c->value = &c->value; /* must be overwritten */
   c->rc_start = braid_group_start(g, self, fail_before_started, c, NULL, c->with_value ? &c->value : NULL);
   c->dtor_after_start = c->p.dtor_calls;
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 0);
   return 0;
+}
+
+/* The child sleeps 1 s and fails with `code` (0: returns without started). */
+static void run_early_fail(struct early_fail_ctx *c, int with_value, int code) {
+  memset(c, 0, sizeof *c);
+  c->with_value = with_value;
+  c->code = code;
+  assert_int_equal(run_virtual(early_fail_root, c), 0);
 }
 
 static void test_start_returns_the_childs_failure_and_payload_from_before_started(void **state) {
   (void)state;
   struct early_fail_ctx c;
-  memset(&c, 0, sizeof c);
-  c.with_value = 1;
-  c.code = 21;
-  assert_int_equal(run_virtual(early_fail_root, &c), 0);
+  run_early_fail(&c, 1, 21);
   assert_int_equal(c.rc_start, 21);
   assert_ptr_equal(c.value, &c.p); /* the caller now owns the payload */
   assert_int_equal(c.dtor_after_start, 0);
   assert_int_equal(c.p.dtor_calls, 0); /* and the group never destroys it */
-  assert_int_equal(c.rc_close, 0);     /* the failure went to start, not the group */
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);   /* the failure went to start, not the group */
+  assert_int_equal(c.r.nfail, 0);
   tpayload_dtor(c.value);
   assert_int_equal(c.p.dtor_calls, 1);
 }
@@ -144,27 +139,21 @@ static void test_start_returns_the_childs_failure_and_payload_from_before_starte
 static void test_start_without_value_pointer_destroys_the_early_payload(void **state) {
   (void)state;
   struct early_fail_ctx c;
-  memset(&c, 0, sizeof c);
-  c.with_value = 0;
-  c.code = 22;
-  assert_int_equal(run_virtual(early_fail_root, &c), 0);
+  run_early_fail(&c, 0, 22);
   assert_int_equal(c.rc_start, 22);
   assert_int_equal(c.dtor_after_start, 1);
   assert_int_equal(c.p.dtor_calls, 1);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);
+  assert_int_equal(c.r.nfail, 0);
 }
 
 static void test_start_of_a_child_returning_without_started_is_estate(void **state) {
   (void)state;
   struct early_fail_ctx c;
-  memset(&c, 0, sizeof c);
-  c.with_value = 1;
-  c.code = 0;
-  assert_int_equal(run_virtual(early_fail_root, &c), 0);
+  run_early_fail(&c, 1, 0);
   assert_int_equal(c.rc_start, BRAID_ESTATE);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);
+  assert_int_equal(c.r.nfail, 0);
   assert_int_equal(c.p.dtor_calls, 0);
 }
 
@@ -179,9 +168,7 @@ static int early_positive_root(braid_task *self, void *arg) {
   braid_group *g = open_group(self);
   c->value = &c->value;
   c->rc_start = braid_group_start(g, self, plain_return_positive, c, NULL, &c->value);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -191,8 +178,8 @@ static void test_start_returns_a_plain_failure_result_of_the_child(void **state)
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(early_positive_root, &c), 0);
   assert_int_equal(c.rc_start, 4);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);
+  assert_int_equal(c.r.nfail, 0);
 }
 
 /* ---- started twice, started on a spawned task ------------------------ */
@@ -208,8 +195,7 @@ static int started_twice_root(braid_task *self, void *arg) {
   struct start_ctx *c = arg;
   braid_group *g = open_group(self);
   c->rc_start = braid_group_start(g, self, started_twice, c, NULL, &c->value);
-  c->rc_close = braid_group_close(g, 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -222,22 +208,12 @@ static void test_start_started_twice_is_estate_for_the_second_call(void **state)
   assert_int_equal(c.rc_started_again, BRAID_ESTATE);
   assert_int_equal(c.rc_start, 0);
   assert_ptr_equal(c.value, &c.value_storage);
-  assert_int_equal(c.rc_close, 0);
-}
-
-static int spawned_calls_started(braid_task *self, void *arg) {
-  struct start_ctx *c = arg;
-  c->rc_started = braid_task_started(self, &c->value_storage);
-  c->rc_started_again = braid_task_started(self, NULL);
-  return 0;
+  assert_int_equal(c.r.rc_close, 0);
 }
 
 static int spawned_started_root(braid_task *self, void *arg) {
   struct start_ctx *c = arg;
-  braid_group *g = open_group(self);
-  CHECK_INT(braid_group_spawn(g, spawned_calls_started, c, NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = run_in_group(self, started_twice, c);
   return 0;
 }
 
@@ -249,15 +225,15 @@ static void test_started_on_a_spawned_task_does_nothing(void **state) {
   assert_int_equal(run_virtual(spawned_started_root, &c), 0);
   assert_int_equal(c.rc_started, 0);
   assert_int_equal(c.rc_started_again, 0);
-  assert_int_equal(c.rc_close, 0);
+  assert_int_equal(c.r.rc_close, 0);
   assert_int_equal(braid_task_started(NULL, NULL), BRAID_EINVAL);
 }
 
 /* ---- cancelling a start ------------------------------------------------ */
 
 struct cancel_start_ctx {
-  int rc_child_wait, rc_start, rc_exit, caught, rc_close, child_cleanup_done;
-  size_t nfail;
+  int rc_child_wait, rc_start, rc_exit, caught, child_cleanup_done;
+  group_result r;
   braid_time_t start_returned_at, cleanup_done_at;
 };
 
@@ -265,12 +241,7 @@ static int slow_to_start(braid_task *self, void *arg) {
   struct cancel_start_ctx *c = arg;
   c->rc_child_wait = braid_sleep_forever(self);
   /* Cleanup that takes time: start must wait for it. */
-  braid_scope *shield = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, BRAID_SHIELD, &shield), 0);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  CHECK_INT(braid_scope_exit(shield, 0), 0);
-  CHECK_INT(braid_scope_unref(shield), 0);
+  CHECK_INT(shielded_sleep(self, SEC), 0);
   c->child_cleanup_done = 1;
   c->cleanup_done_at = braid_now(self);
   return c->rc_child_wait;
@@ -284,12 +255,8 @@ static int cancel_start_root(braid_task *self, void *arg) {
   void *v = NULL;
   c->rc_start = braid_group_start(g, self, slow_to_start, c, NULL, &v);
   c->start_returned_at = braid_now(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_start);
-  c->caught = braid_scope_cancelled_caught(s);
-  CHECK_INT(braid_scope_unref(s), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_free(g), 0);
+  c->rc_exit = leave_scope(s, c->rc_start, &c->caught);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -305,8 +272,8 @@ static void test_start_cancelled_cancels_the_child_and_waits_for_it(void **state
   assert_int_equal(c.start_returned_at, 2 * SEC);
   assert_int_equal(c.rc_exit, 0);
   assert_int_equal(c.caught, 1);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.nfail, 0);
+  assert_int_equal(c.r.rc_close, 0);
+  assert_int_equal(c.r.nfail, 0);
 }
 
 struct cancelled_caller_ctx {
@@ -327,16 +294,11 @@ static int started_before_any_checkpoint(braid_task *self, void *arg) {
 static int cancelled_caller_root(braid_task *self, void *arg) {
   struct cancelled_caller_ctx *c = arg;
   braid_group *g = open_group(self);
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(BRAID_NEVER, 0, &s), 0);
-  CHECK_INT(braid_scope_enter(self, s), 0);
-  CHECK_INT(braid_scope_cancel(s), 0);
+  braid_scope *s = enter_cancelled_scope(self);
   c->rc_start = braid_group_start(g, self, started_before_any_checkpoint, c, NULL, &c->value);
   c->rc_cp_after = braid_checkpoint(self);
-  c->rc_exit = braid_scope_exit(s, c->rc_cp_after);
-  CHECK_INT(braid_scope_unref(s), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->rc_exit = leave_scope(s, c->rc_cp_after, NULL);
+  close_group(g);
   return 0;
 }
 
@@ -381,8 +343,7 @@ static int scopes_root(braid_task *self, void *arg) {
   braid_scope *s = NULL;
   CHECK_INT(braid_move_on_after(self, 5 * SEC, &s), 0);
   c->rc_start = braid_group_start(g, self, scope_moving_child, c, NULL, NULL);
-  c->rc_exit = braid_scope_exit(s, braid_sleep_forever(self));
-  CHECK_INT(braid_scope_unref(s), 0);
+  c->rc_exit = leave_scope(s, braid_sleep_forever(self), NULL);
   CHECK_INT(braid_group_close(g, 0), 0);
   c->closed_at = braid_now(self);
   CHECK_INT(braid_group_free(g), 0);
@@ -406,9 +367,9 @@ static void test_start_child_runs_under_the_callers_scopes_until_started(void **
 /* ---- failure after started goes to the group -------------------------- */
 
 struct late_fail_ctx {
-  int rc_start, rc_close, code, rc_sibling;
-  size_t nfail;
-  uint64_t tid, child_id;
+  int rc_start, rc_sibling;
+  group_result r;
+  uint64_t child_id;
 };
 
 static int fail_after_started(braid_task *self, void *arg) {
@@ -419,21 +380,12 @@ static int fail_after_started(braid_task *self, void *arg) {
   return 9;
 }
 
-static int sibling_sleeper(braid_task *self, void *arg) {
-  struct late_fail_ctx *c = arg;
-  c->rc_sibling = braid_sleep_forever(self);
-  return c->rc_sibling;
-}
-
 static int late_fail_root(braid_task *self, void *arg) {
   struct late_fail_ctx *c = arg;
   braid_group *g = open_group(self);
-  CHECK_INT(braid_group_spawn(g, sibling_sleeper, c, NULL, NULL), 0);
+  CHECK_INT(braid_group_spawn(g, child_sleep_forever, &c->rc_sibling, NULL, NULL), 0);
   c->rc_start = braid_group_start(g, self, fail_after_started, c, NULL, NULL);
-  c->rc_close = braid_group_close(g, 0);
-  c->nfail = braid_group_failure_count(g);
-  CHECK_INT(braid_group_failure(g, 0, &c->code, NULL, &c->tid), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  c->r = close_and_free_group(g, 0);
   return 0;
 }
 
@@ -443,10 +395,10 @@ static void test_start_child_failure_after_started_goes_to_the_group(void **stat
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(late_fail_root, &c), 0);
   assert_int_equal(c.rc_start, 0);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, 9);
-  assert_int_equal(c.tid, c.child_id);
+  assert_int_equal(c.r.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.r.nfail, 1);
+  assert_int_equal(c.r.code, 9);
+  assert_int_equal(c.r.tid, c.child_id);
   assert_int_equal(c.rc_sibling, BRAID_ECANCELED);
 }
 
@@ -476,10 +428,8 @@ static int other_caller_root(braid_task *self, void *arg) {
   c->g = open_group(self);
   braid_group *helpers = open_group(self);
   CHECK_INT(braid_group_spawn(helpers, starter_child, c, NULL, NULL), 0);
-  CHECK_INT(braid_group_close(helpers, 0), 0);
-  CHECK_INT(braid_group_free(helpers), 0);
-  CHECK_INT(braid_group_close(c->g, 0), 0);
-  CHECK_INT(braid_group_free(c->g), 0);
+  close_group(helpers);
+  close_group(c->g);
   return 0;
 }
 
@@ -517,8 +467,7 @@ static int start_stepped_root(braid_task *self, void *arg) {
   struct stepped_child_ctx *c = arg;
   braid_group *g = open_group(self);
   c->rc_start = braid_group_start_stepped(g, self, stepped_ready_after_sleep, c, NULL, &c->value);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 

@@ -1,22 +1,16 @@
 /*
  * test_stepped.c — the key semantics again with stepped tasks: bodies are
- * state machines (AWAIT in helpers.h) driven by braid_run_stepped and
- * braid_group_spawn_stepped; blocking calls return BRAID_EPENDING and the
- * outcome arrives as `resume` of the next step.
+ * state machines (AWAIT in helpers.h, AWAIT_TO in core_helpers.h) driven
+ * by braid_run_stepped and braid_group_spawn_stepped; blocking calls return
+ * BRAID_EPENDING and the outcome arrives as `resume` of the next step.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #define SEC BRAID_SEC
-
-static braid_scope *new_scope(braid_time_t deadline, unsigned flags) {
-  braid_scope *s = NULL;
-  CHECK_INT(braid_scope_new(deadline, flags, &s), 0);
-  return s;
-}
 
 /* ---- the step protocol ------------------------------------------------ */
 
@@ -96,18 +90,13 @@ static int cancel_resume_root(braid_task *self, void *ctx, int resume) {
   case 0:
     c->t0 = braid_now(self);
     CHECK_INT(braid_move_on_after(self, 3 * SEC, &c->s), 0);
-    AWAIT(&c->co, braid_sleep(self, 10 * SEC));
-    c->rc_sleep = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_sleep, braid_sleep(self, 10 * SEC));
     c->woke_at = braid_now(self);
     /* Level-triggered on stepped tasks too. */
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_cp, braid_checkpoint(self));
     c->rc_ifc = braid_checkpoint_if_cancelled(self);
-    AWAIT(&c->co, braid_cancel_shielded_checkpoint(self));
-    c->rc_shielded = c->co.rc;
-    c->rc_exit = braid_scope_exit(c->s, c->rc_sleep);
-    c->caught = braid_scope_cancelled_caught(c->s);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    AWAIT_TO(&c->co, c->rc_shielded, braid_cancel_shielded_checkpoint(self));
+    c->rc_exit = leave_scope(c->s, c->rc_sleep, &c->caught);
     return 0;
   }
   return CO_FELL_OFF;
@@ -138,39 +127,12 @@ static int cancelled_wait_root(braid_task *self, void *ctx, int resume) {
   struct cancelled_wait_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->s = new_scope(BRAID_NEVER, 0);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
-    CHECK_INT(braid_scope_cancel(c->s), 0);
-    c->rc_sleep_raw = braid_sleep(self, SEC);
-    if (c->rc_sleep_raw == BRAID_EPENDING) {
-      c->co.pc = 1;
-      return BRAID_EPENDING;
-    }
-    /* fall through with the immediate result */
-    resume = c->rc_sleep_raw;
-    /* FALLTHROUGH */
-  case 1:
-    c->rc_sleep = resume;
-    c->rc_forever_raw = braid_sleep_forever(self);
-    if (c->rc_forever_raw == BRAID_EPENDING) {
-      c->co.pc = 2;
-      return BRAID_EPENDING;
-    }
-    resume = c->rc_forever_raw;
-    /* FALLTHROUGH */
-  case 2:
-    c->rc_forever = resume;
-    c->rc_cp_raw = braid_checkpoint(self);
-    if (c->rc_cp_raw == BRAID_EPENDING) {
-      c->co.pc = 3;
-      return BRAID_EPENDING;
-    }
-    resume = c->rc_cp_raw;
-    /* FALLTHROUGH */
-  case 3:
-    c->rc_cp = resume;
-    CHECK_INT(braid_scope_exit(c->s, BRAID_ECANCELED), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->s = enter_cancelled_scope(self);
+    /* Each AWAIT_TO keeps what the call returned (raw) and the outcome. */
+    AWAIT_TO(&c->co, c->rc_sleep, c->rc_sleep_raw = braid_sleep(self, SEC));
+    AWAIT_TO(&c->co, c->rc_forever, c->rc_forever_raw = braid_sleep_forever(self));
+    AWAIT_TO(&c->co, c->rc_cp, c->rc_cp_raw = braid_checkpoint(self));
+    CHECK_INT(leave_scope(c->s, BRAID_ECANCELED, NULL), 0);
     return 0;
   }
   return CO_FELL_OFF;
@@ -206,23 +168,13 @@ static int shield_root(braid_task *self, void *ctx, int resume) {
   switch (c->co.pc) {
   case 0:
     c->t0 = braid_now(self);
-    c->outer = new_scope(BRAID_NEVER, 0);
-    c->shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-    CHECK_INT(braid_scope_enter(self, c->outer), 0);
-    CHECK_INT(braid_scope_enter(self, c->shield), 0);
-    CHECK_INT(braid_scope_cancel(c->outer), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp_in = c->co.rc;
-    AWAIT(&c->co, braid_sleep(self, 2 * SEC));
-    c->rc_sleep_in = c->co.rc;
+    c->shield = inside_cancelled_outer(self, BRAID_NEVER, BRAID_SHIELD, &c->outer);
+    AWAIT_TO(&c->co, c->rc_cp_in, braid_checkpoint(self));
+    AWAIT_TO(&c->co, c->rc_sleep_in, braid_sleep(self, 2 * SEC));
     c->after_sleep = braid_now(self);
-    c->rc_shield_exit = braid_scope_exit(c->shield, 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp_after = c->co.rc;
-    c->rc_outer_exit = braid_scope_exit(c->outer, c->rc_cp_after);
-    c->outer_caught = braid_scope_cancelled_caught(c->outer);
-    CHECK_INT(braid_scope_unref(c->shield), 0);
-    CHECK_INT(braid_scope_unref(c->outer), 0);
+    c->rc_shield_exit = leave_scope(c->shield, 0, NULL);
+    AWAIT_TO(&c->co, c->rc_cp_after, braid_checkpoint(self));
+    c->rc_outer_exit = leave_scope(c->outer, c->rc_cp_after, &c->outer_caught);
     return 0;
   }
   return CO_FELL_OFF;
@@ -252,20 +204,11 @@ static int nest_root(braid_task *self, void *ctx, int resume) {
   struct nest_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->outer = new_scope(BRAID_NEVER, 0);
-    c->inner = new_scope(BRAID_NEVER, 0);
-    CHECK_INT(braid_scope_enter(self, c->outer), 0);
-    CHECK_INT(braid_scope_enter(self, c->inner), 0);
+    c->inner = inside_cancelled_outer(self, BRAID_NEVER, 0, &c->outer);
     CHECK_INT(braid_scope_cancel(c->inner), 0);
-    CHECK_INT(braid_scope_cancel(c->outer), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp = c->co.rc;
-    c->rc_inner_exit = braid_scope_exit(c->inner, c->rc_cp);
-    c->inner_caught = braid_scope_cancelled_caught(c->inner);
-    c->rc_outer_exit = braid_scope_exit(c->outer, c->rc_inner_exit);
-    c->outer_caught = braid_scope_cancelled_caught(c->outer);
-    CHECK_INT(braid_scope_unref(c->inner), 0);
-    CHECK_INT(braid_scope_unref(c->outer), 0);
+    AWAIT_TO(&c->co, c->rc_cp, braid_checkpoint(self));
+    c->rc_inner_exit = leave_scope(c->inner, c->rc_cp, &c->inner_caught);
+    c->rc_outer_exit = leave_scope(c->outer, c->rc_inner_exit, &c->outer_caught);
     return 0;
   }
   return CO_FELL_OFF;
@@ -283,11 +226,14 @@ static void test_stepped_inner_does_not_catch_when_outer_is_cancelled(void **sta
   assert_int_equal(c.outer_caught, 1);
 }
 
+/* The deadline scenarios record their waits as scope_wait (core_helpers.h):
+ * w, and w2 where a second scope follows; some wait once before w. */
 struct deadline_ctx {
   co_state co;
   braid_scope *s;
-  braid_time_t t0, woke_at, woke_at2;
-  int rc1, rc2, rc_exit, caught, cancel_called;
+  scope_wait w, w2;
+  int cancel_called_at_enter, rc_first;
+  braid_time_t first_woke_at;
 };
 
 static int past_deadline_root(braid_task *self, void *ctx, int resume) {
@@ -296,16 +242,11 @@ static int past_deadline_root(braid_task *self, void *ctx, int resume) {
   case 0:
     AWAIT(&c->co, braid_sleep(self, 5 * SEC));
     CHECK_INT(c->co.rc, 0);
-    c->t0 = braid_now(self);
-    c->s = new_scope(c->t0 - SEC, 0);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
-    c->cancel_called = braid_scope_cancel_called(c->s);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc1 = c->co.rc;
-    c->woke_at = braid_now(self);
-    c->rc_exit = braid_scope_exit(c->s, c->rc1);
-    c->caught = braid_scope_cancelled_caught(c->s);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->w.t0 = braid_now(self);
+    c->s = enter_new_scope(self, c->w.t0 - SEC, 0);
+    c->cancel_called_at_enter = braid_scope_cancel_called(c->s);
+    AWAIT_TO(&c->co, c->w.rc_wait, braid_checkpoint(self));
+    scope_wait_end(self, &c->w, c->s);
     return 0;
   }
   return CO_FELL_OFF;
@@ -316,25 +257,20 @@ static void test_stepped_deadline_already_past_cancels_at_first_checkpoint(void 
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_stepped_virtual(past_deadline_root, &c), 0);
-  assert_int_equal(c.cancel_called, 1);
-  assert_int_equal(c.rc1, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
+  assert_int_equal(c.cancel_called_at_enter, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 0, 0, 1);
 }
 
 static int cancel_before_enter_root(braid_task *self, void *ctx, int resume) {
   struct deadline_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
+    c->w.t0 = braid_now(self);
     c->s = new_scope(BRAID_NEVER, 0);
     CHECK_INT(braid_scope_cancel(c->s), 0);
     CHECK_INT(braid_scope_enter(self, c->s), 0);
-    AWAIT(&c->co, braid_sleep(self, SEC));
-    c->rc1 = c->co.rc;
-    c->rc_exit = braid_scope_exit(c->s, c->rc1);
-    c->caught = braid_scope_cancelled_caught(c->s);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    AWAIT_TO(&c->co, c->w.rc_wait, braid_sleep(self, SEC));
+    scope_wait_end(self, &c->w, c->s);
     return 0;
   }
   return CO_FELL_OFF;
@@ -345,9 +281,7 @@ static void test_stepped_scope_cancelled_before_enter_fails_first_wait(void **st
   struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_stepped_virtual(cancel_before_enter_root, &c), 0);
-  assert_int_equal(c.rc1, BRAID_ECANCELED);
-  assert_int_equal(c.rc_exit, 0);
-  assert_int_equal(c.caught, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 0, 0, 1);
 }
 
 struct cleanup_ctx {
@@ -363,23 +297,15 @@ static int cleanup_root(braid_task *self, void *ctx, int resume) {
   case 0:
     c->t0 = braid_now(self);
     CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
-    AWAIT(&c->co, braid_sleep_forever(self));
-    c->rc_body = c->co.rc;
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cleanup_cp = c->co.rc;
-    AWAIT(&c->co, braid_sleep(self, SEC));
-    c->rc_cleanup_sleep = c->co.rc;
-    c->shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-    CHECK_INT(braid_scope_enter(self, c->shield), 0);
-    AWAIT(&c->co, braid_sleep(self, 3 * SEC));
-    c->rc_shielded_sleep = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_body, braid_sleep_forever(self));
+    AWAIT_TO(&c->co, c->rc_cleanup_cp, braid_checkpoint(self));
+    AWAIT_TO(&c->co, c->rc_cleanup_sleep, braid_sleep(self, SEC));
+    c->shield = enter_new_scope(self, BRAID_NEVER, BRAID_SHIELD);
+    AWAIT_TO(&c->co, c->rc_shielded_sleep, braid_sleep(self, 3 * SEC));
     c->done_at = braid_now(self);
-    CHECK_INT(braid_scope_exit(c->shield, c->rc_shielded_sleep), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_after_shield = c->co.rc;
-    c->rc_exit = braid_scope_exit(c->s, c->rc_body);
-    CHECK_INT(braid_scope_unref(c->shield), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    CHECK_INT(leave_scope(c->shield, c->rc_shielded_sleep, NULL), 0);
+    AWAIT_TO(&c->co, c->rc_after_shield, braid_checkpoint(self));
+    c->rc_exit = leave_scope(c->s, c->rc_body, NULL);
     return 0;
   }
   return CO_FELL_OFF;
@@ -399,31 +325,16 @@ static void test_stepped_cancel_is_delivered_in_cleanup_and_shield_lets_cleanup_
   assert_int_equal(c.rc_exit, 0);
 }
 
-struct after_ctx {
-  co_state co;
-  braid_scope *s;
-  braid_time_t t0, woke_at;
-  int rc_move_sleep, rc_move_exit, move_caught, rc_fail_sleep, rc_fail_exit, fail_caught;
-};
-
 static int after_root(braid_task *self, void *ctx, int resume) {
-  struct after_ctx *c = ctx;
+  struct deadline_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->t0 = braid_now(self);
-    CHECK_INT(braid_move_on_after(self, 2 * SEC, &c->s), 0);
-    AWAIT(&c->co, braid_sleep(self, 10 * SEC));
-    c->rc_move_sleep = c->co.rc;
-    c->rc_move_exit = braid_scope_exit(c->s, c->rc_move_sleep);
-    c->move_caught = braid_scope_cancelled_caught(c->s);
-    CHECK_INT(braid_scope_unref(c->s), 0);
-    CHECK_INT(braid_fail_after(self, 3 * SEC, &c->s), 0);
-    AWAIT(&c->co, braid_sleep_forever(self));
-    c->rc_fail_sleep = c->co.rc;
-    c->woke_at = braid_now(self);
-    c->rc_fail_exit = braid_scope_exit(c->s, c->rc_fail_sleep);
-    c->fail_caught = braid_scope_cancelled_caught(c->s);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->s = scope_wait_move_on_after(self, &c->w, 2 * SEC);
+    AWAIT_TO(&c->co, c->w.rc_wait, braid_sleep(self, 10 * SEC));
+    scope_wait_end(self, &c->w, c->s);
+    c->s = scope_wait_fail_after(self, &c->w2, 3 * SEC);
+    AWAIT_TO(&c->co, c->w2.rc_wait, braid_sleep_forever(self));
+    scope_wait_end(self, &c->w2, c->s);
     return 0;
   }
   return CO_FELL_OFF;
@@ -431,16 +342,12 @@ static int after_root(braid_task *self, void *ctx, int resume) {
 
 static void test_stepped_move_on_after_catches_and_fail_after_times_out(void **state) {
   (void)state;
-  struct after_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_stepped_virtual(after_root, &c), 0);
-  assert_int_equal(c.rc_move_sleep, BRAID_ECANCELED);
-  assert_int_equal(c.rc_move_exit, 0);
-  assert_int_equal(c.move_caught, 1);
-  assert_int_equal(c.rc_fail_sleep, BRAID_ECANCELED);
-  assert_int_equal(c.woke_at, c.t0 + 5 * SEC);
-  assert_int_equal(c.rc_fail_exit, BRAID_ETIMEDOUT);
-  assert_int_equal(c.fail_caught, 1);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 2 * SEC, 0, 1);
+  assert_scope_wait(&c.w2, BRAID_ECANCELED, 3 * SEC, BRAID_ETIMEDOUT, 1);
+  assert_int_equal(c.w2.woke_at, c.w.t0 + 5 * SEC);
 }
 
 struct eff_ctx {
@@ -452,17 +359,14 @@ static int effective_deadline_root(braid_task *self, void *ctx, int resume) {
   struct eff_ctx *c = ctx;
   braid_time_t t0 = braid_now(self);
   c->none = braid_current_effective_deadline(self);
-  braid_scope *outer = new_scope(t0 + 10 * SEC, 0);
-  CHECK_INT(braid_scope_enter(self, outer), 0);
+  braid_scope *outer = enter_new_scope(self, t0 + 10 * SEC, 0);
   c->outer = braid_current_effective_deadline(self);
-  braid_scope *shield = new_scope(t0 + 20 * SEC, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield), 0);
+  braid_scope *shield = enter_new_scope(self, t0 + 20 * SEC, BRAID_SHIELD);
   c->shielded = braid_current_effective_deadline(self);
   CHECK_INT(braid_scope_exit(shield, 0), 0);
   CHECK_INT(braid_scope_cancel(outer), 0);
   c->cancelled = braid_current_effective_deadline(self);
-  braid_scope *shield2 = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(self, shield2), 0);
+  braid_scope *shield2 = enter_new_scope(self, BRAID_NEVER, BRAID_SHIELD);
   c->cancelled_shielded = braid_current_effective_deadline(self);
   CHECK_INT(braid_scope_exit(shield2, 0), 0);
   CHECK_INT(braid_scope_exit(outer, 0), 0);
@@ -486,38 +390,23 @@ static void test_stepped_effective_deadline_with_and_without_shield(void **state
   assert_int_equal(c.cancelled_shielded, BRAID_NEVER);
 }
 
-struct set_deadline_ctx {
-  co_state co;
-  braid_scope *s;
-  braid_time_t t0, woke1, woke2, woke3;
-  int rc1, rc2, rc3, rc_exit1, rc_exit2;
-};
-
 static int set_deadline_root(braid_task *self, void *ctx, int resume) {
-  struct set_deadline_ctx *c = ctx;
+  struct deadline_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->t0 = braid_now(self);
     /* Later: 1 s becomes 5 s. */
-    CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
-    CHECK_INT(braid_scope_set_deadline(c->s, c->t0 + 5 * SEC), 0);
-    AWAIT(&c->co, braid_sleep(self, 3 * SEC));
-    c->rc1 = c->co.rc;
-    c->woke1 = braid_now(self);
-    AWAIT(&c->co, braid_sleep_forever(self));
-    c->rc2 = c->co.rc;
-    c->woke2 = braid_now(self);
-    c->rc_exit1 = braid_scope_exit(c->s, c->rc2);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    c->s = scope_wait_move_on_after(self, &c->w, SEC);
+    CHECK_INT(braid_scope_set_deadline(c->s, c->w.t0 + 5 * SEC), 0);
+    AWAIT_TO(&c->co, c->rc_first, braid_sleep(self, 3 * SEC));
+    c->first_woke_at = braid_now(self);
+    AWAIT_TO(&c->co, c->w.rc_wait, braid_sleep_forever(self));
+    scope_wait_end(self, &c->w, c->s);
     /* Earlier: 10 s becomes 2 s, set while the task sleeps is not
      * possible from itself, so set before sleeping. */
-    CHECK_INT(braid_move_on_after(self, 10 * SEC, &c->s), 0);
+    c->s = scope_wait_move_on_after(self, &c->w2, 10 * SEC);
     CHECK_INT(braid_scope_set_deadline(c->s, braid_now(self) + 2 * SEC), 0);
-    AWAIT(&c->co, braid_sleep(self, 5 * SEC));
-    c->rc3 = c->co.rc;
-    c->woke3 = braid_now(self);
-    c->rc_exit2 = braid_scope_exit(c->s, c->rc3);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    AWAIT_TO(&c->co, c->w2.rc_wait, braid_sleep(self, 5 * SEC));
+    scope_wait_end(self, &c->w2, c->s);
     return 0;
   }
   return CO_FELL_OFF;
@@ -525,17 +414,14 @@ static int set_deadline_root(braid_task *self, void *ctx, int resume) {
 
 static void test_stepped_set_deadline_later_and_earlier(void **state) {
   (void)state;
-  struct set_deadline_ctx c;
+  struct deadline_ctx c;
   memset(&c, 0, sizeof c);
   assert_int_equal(run_stepped_virtual(set_deadline_root, &c), 0);
-  assert_int_equal(c.rc1, 0);
-  assert_int_equal(c.woke1, c.t0 + 3 * SEC);
-  assert_int_equal(c.rc2, BRAID_ECANCELED);
-  assert_int_equal(c.woke2, c.t0 + 5 * SEC);
-  assert_int_equal(c.rc_exit1, 0);
-  assert_int_equal(c.rc3, BRAID_ECANCELED);
-  assert_int_equal(c.woke3, c.t0 + 7 * SEC);
-  assert_int_equal(c.rc_exit2, 0);
+  assert_int_equal(c.rc_first, 0);
+  assert_int_equal(c.first_woke_at, c.w.t0 + 3 * SEC);
+  assert_scope_wait(&c.w, BRAID_ECANCELED, 5 * SEC, 0, 1);
+  assert_scope_wait(&c.w2, BRAID_ECANCELED, 2 * SEC, 0, 1);
+  assert_int_equal(c.w2.woke_at, c.w.t0 + 7 * SEC);
 }
 
 struct toggle_ctx {
@@ -548,23 +434,14 @@ static int toggle_root(braid_task *self, void *ctx, int resume) {
   struct toggle_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->outer = new_scope(BRAID_NEVER, 0);
-    c->inner = new_scope(BRAID_NEVER, BRAID_SHIELD);
-    CHECK_INT(braid_scope_enter(self, c->outer), 0);
-    CHECK_INT(braid_scope_enter(self, c->inner), 0);
-    CHECK_INT(braid_scope_cancel(c->outer), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_shielded = c->co.rc;
+    c->inner = inside_cancelled_outer(self, BRAID_NEVER, BRAID_SHIELD, &c->outer);
+    AWAIT_TO(&c->co, c->rc_shielded, braid_checkpoint(self));
     CHECK_INT(braid_scope_set_shield(c->inner, 0), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_unshielded = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_unshielded, braid_checkpoint(self));
     CHECK_INT(braid_scope_set_shield(c->inner, 1), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_reshielded = c->co.rc;
-    CHECK_INT(braid_scope_exit(c->inner, 0), 0);
-    c->rc_outer_exit = braid_scope_exit(c->outer, BRAID_ECANCELED);
-    CHECK_INT(braid_scope_unref(c->inner), 0);
-    CHECK_INT(braid_scope_unref(c->outer), 0);
+    AWAIT_TO(&c->co, c->rc_reshielded, braid_checkpoint(self));
+    CHECK_INT(leave_scope(c->inner, 0, NULL), 0);
+    c->rc_outer_exit = leave_scope(c->outer, BRAID_ECANCELED, NULL);
     return 0;
   }
   return CO_FELL_OFF;
@@ -591,13 +468,10 @@ static int misnest_root(braid_task *self, void *ctx, int resume) {
   struct misnest_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->a = new_scope(BRAID_NEVER, 0);
-    c->b = new_scope(BRAID_NEVER, 0);
-    CHECK_INT(braid_scope_enter(self, c->a), 0);
-    CHECK_INT(braid_scope_enter(self, c->b), 0);
+    c->a = enter_new_scope(self, BRAID_NEVER, 0);
+    c->b = enter_new_scope(self, BRAID_NEVER, 0);
     c->rc_outer_exit = braid_scope_exit(c->a, 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_cp, braid_checkpoint(self));
     c->rc_inner_exit = braid_scope_exit(c->b, BRAID_ECANCELED);
     CHECK_INT(braid_scope_unref(c->a), 0);
     CHECK_INT(braid_scope_unref(c->b), 0);
@@ -660,37 +534,35 @@ struct group_ctx {
   braid_group *g;
   struct child_ctx kids[4];
   int nkids;
-  int mixed;
   int rc_close, rc_body_sleep;
   braid_time_t closed_at;
-  size_t nfail;
-  int code;
-  void *payload;
-  uint64_t tid;
+  group_result r;
   int p_before_free;
 };
+
+/* Open c->g with the nkids children: stepped ones, and stackful ones at the
+ * odd indexes if `mixed`. */
+static void open_group_of_kids(braid_task *self, struct group_ctx *c, int mixed) {
+  c->g = open_group(self);
+  for (int i = 0; i < c->nkids; i++) {
+    if (mixed && i % 2 == 1)
+      CHECK_INT(braid_group_spawn(c->g, stackful_child, &c->kids[i], NULL, NULL), 0);
+    else
+      CHECK_INT(braid_group_spawn_stepped(c->g, stepped_child, &c->kids[i], NULL, NULL), 0);
+  }
+}
 
 static int group_root(braid_task *self, void *ctx, int resume) {
   struct group_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    CHECK_INT(braid_group_open(self, &c->g), 0);
-    for (int i = 0; i < c->nkids; i++) {
-      if (c->mixed && i % 2 == 1)
-        CHECK_INT(braid_group_spawn(c->g, stackful_child, &c->kids[i], NULL, NULL), 0);
-      else
-        CHECK_INT(braid_group_spawn_stepped(c->g, stepped_child, &c->kids[i], NULL, NULL), 0);
-    }
-    AWAIT(&c->co, braid_sleep(self, 100 * SEC));
-    c->rc_body_sleep = c->co.rc;
-    AWAIT(&c->co, braid_group_close(c->g, c->rc_body_sleep == BRAID_ECANCELED ? BRAID_ECANCELED : 0));
-    c->rc_close = c->co.rc;
+    open_group_of_kids(self, c, 0);
+    AWAIT_TO(&c->co, c->rc_body_sleep, braid_sleep(self, 100 * SEC));
+    AWAIT_TO(&c->co, c->rc_close, braid_group_close(c->g, c->rc_body_sleep == BRAID_ECANCELED ? BRAID_ECANCELED : 0));
     c->closed_at = braid_now(self);
-    c->nfail = braid_group_failure_count(c->g);
-    if (c->nfail > 0) CHECK_INT(braid_group_failure(c->g, 0, &c->code, &c->payload, &c->tid), 0);
     for (int i = 0; i < c->nkids; i++)
       c->p_before_free += c->kids[i].p.dtor_calls;
-    CHECK_INT(braid_group_free(c->g), 0);
+    c->r = free_closed_group(c->g, c->rc_close);
     return 0;
   }
   return CO_FELL_OFF;
@@ -714,10 +586,10 @@ static void test_stepped_group_first_failure_cancels_siblings_and_body(void **st
   assert_int_equal(c.rc_body_sleep, BRAID_ECANCELED);
   assert_int_equal(c.rc_close, BRAID_EFAILED);
   assert_int_equal(c.closed_at, 2 * SEC);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, 42);
-  assert_ptr_equal(c.payload, &c.kids[1].p);
-  assert_int_equal(c.tid, c.kids[1].id);
+  assert_int_equal(c.r.nfail, 1);
+  assert_int_equal(c.r.code, 42);
+  assert_ptr_equal(c.r.payload, &c.kids[1].p);
+  assert_int_equal(c.r.tid, c.kids[1].id);
   assert_int_equal(c.p_before_free, 0);
   assert_int_equal(c.kids[1].p.dtor_calls, 1);
 }
@@ -726,15 +598,8 @@ static int close_waits_root(braid_task *self, void *ctx, int resume) {
   struct group_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    CHECK_INT(braid_group_open(self, &c->g), 0);
-    for (int i = 0; i < c->nkids; i++) {
-      if (i % 2 == 1)
-        CHECK_INT(braid_group_spawn(c->g, stackful_child, &c->kids[i], NULL, NULL), 0);
-      else
-        CHECK_INT(braid_group_spawn_stepped(c->g, stepped_child, &c->kids[i], NULL, NULL), 0);
-    }
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
+    open_group_of_kids(self, c, 1);
+    AWAIT_TO(&c->co, c->rc_close, braid_group_close(c->g, 0));
     c->closed_at = braid_now(self);
     CHECK_INT(braid_group_free(c->g), 0);
     return 0;
@@ -761,13 +626,10 @@ static void test_stepped_close_waits_for_stepped_and_stackful_children(void **st
 
 static int stepped_children_under_stackful_root(braid_task *self, void *arg) {
   struct group_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
-  for (int i = 0; i < c->nkids; i++)
-    CHECK_INT(braid_group_spawn_stepped(g, stepped_child, &c->kids[i], NULL, NULL), 0);
-  c->rc_close = braid_group_close(g, 0);
+  open_group_of_kids(self, c, 0);
+  c->rc_close = braid_group_close(c->g, 0);
   c->closed_at = braid_now(self);
-  CHECK_INT(braid_group_free(g), 0);
+  CHECK_INT(braid_group_free(c->g), 0);
   return 0;
 }
 
@@ -800,30 +662,18 @@ static int empty_close_root(braid_task *self, void *ctx, int resume) {
   switch (c->co.pc) {
   case 0:
     CHECK_INT(braid_group_open(self, &c->g), 0);
-    c->rc_close_raw = braid_group_close(c->g, 0);
-    if (c->rc_close_raw != BRAID_EPENDING) {
-      c->rc_close = c->rc_close_raw;
-    } else {
-      c->co.pc = 1;
-      return BRAID_EPENDING;
-    case 1:
-      c->rc_close = resume;
-    }
+    AWAIT_TO(&c->co, c->rc_close, c->rc_close_raw = braid_group_close(c->g, 0));
     c->rc_spawn_closed = braid_group_spawn_stepped(c->g, stepped_child, NULL, NULL, NULL);
     CHECK_INT(braid_group_free(c->g), 0);
 
     /* In a cancelled scope: the close does not itself fail. */
-    c->s = new_scope(BRAID_NEVER, 0);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
-    CHECK_INT(braid_scope_cancel(c->s), 0);
+    c->s = enter_cancelled_scope(self);
     CHECK_INT(braid_group_open(self, &c->g), 0);
     AWAIT(&c->co, braid_group_close(c->g, 0));
     CHECK_INT(c->co.rc, 0);
     CHECK_INT(braid_group_free(c->g), 0);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp_after = c->co.rc;
-    c->rc_exit = braid_scope_exit(c->s, c->rc_cp_after);
-    CHECK_INT(braid_scope_unref(c->s), 0);
+    AWAIT_TO(&c->co, c->rc_cp_after, braid_checkpoint(self));
+    c->rc_exit = leave_scope(c->s, c->rc_cp_after, NULL);
     return 0;
   }
   return CO_FELL_OFF;
@@ -853,8 +703,7 @@ static int first_step_child(braid_task *self, void *ctx, int resume) {
   case 0:
     c->first_resume = resume;
     c->cancelled_at_first_step = braid_task_cancelled(self);
-    AWAIT(&c->co, braid_checkpoint(self));
-    c->rc_cp = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_cp, braid_checkpoint(self));
     return c->rc_cp;
   }
   return CO_FELL_OFF;
@@ -862,12 +711,10 @@ static int first_step_child(braid_task *self, void *ctx, int resume) {
 
 static int first_step_root(braid_task *self, void *arg) {
   struct first_step_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   CHECK_INT(braid_group_spawn_stepped(g, first_step_child, c, NULL, NULL), 0);
   CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -901,14 +748,11 @@ static int start_child(braid_task *self, void *ctx, int resume) {
   switch (c->co.pc) {
   case 0:
     if (c->mode == 4) {
-      AWAIT(&c->co, braid_sleep_forever(self));
-      c->rc_wait = c->co.rc;
-      c->shield = new_scope(BRAID_NEVER, BRAID_SHIELD);
-      CHECK_INT(braid_scope_enter(self, c->shield), 0);
+      AWAIT_TO(&c->co, c->rc_wait, braid_sleep_forever(self));
+      c->shield = enter_new_scope(self, BRAID_NEVER, BRAID_SHIELD);
       AWAIT(&c->co, braid_sleep(self, SEC));
       CHECK_INT(c->co.rc, 0);
-      CHECK_INT(braid_scope_exit(c->shield, 0), 0);
-      CHECK_INT(braid_scope_unref(c->shield), 0);
+      CHECK_INT(leave_scope(c->shield, 0, NULL), 0);
       c->cleanup_done_at = braid_now(self);
       return c->rc_wait;
     }
@@ -941,27 +785,15 @@ static int start_root(braid_task *self, void *ctx, int resume) {
   struct start_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    CHECK_INT(braid_group_open(self, &c->g), 0);
+    c->g = open_group(self);
     if (c->with_scope) CHECK_INT(braid_move_on_after(self, SEC, &c->s), 0);
     c->value = &c->value;
-    c->rc_start_raw = braid_group_start_stepped(c->g, self, start_child, &c->child, NULL, &c->value);
-    if (c->rc_start_raw != BRAID_EPENDING) {
-      c->rc_start = c->rc_start_raw;
-    } else {
-      c->co.pc = 1;
-      return BRAID_EPENDING;
-    case 1:
-      c->rc_start = resume;
-    }
+    AWAIT_TO(&c->co, c->rc_start,
+             c->rc_start_raw = braid_group_start_stepped(c->g, self, start_child, &c->child, NULL, &c->value));
     c->started_at = braid_now(self);
     c->dtor_after_start = c->child.p.dtor_calls;
-    if (c->with_scope) {
-      c->rc_exit = braid_scope_exit(c->s, c->rc_start);
-      c->caught = braid_scope_cancelled_caught(c->s);
-      CHECK_INT(braid_scope_unref(c->s), 0);
-    }
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
+    if (c->with_scope) c->rc_exit = leave_scope(c->s, c->rc_start, &c->caught);
+    AWAIT_TO(&c->co, c->rc_close, braid_group_close(c->g, 0));
     c->closed_at = braid_now(self);
     c->nfail = braid_group_failure_count(c->g);
     CHECK_INT(braid_group_free(c->g), 0);
@@ -970,12 +802,17 @@ static int start_root(braid_task *self, void *ctx, int resume) {
   return CO_FELL_OFF;
 }
 
+static void run_start(struct start_ctx *c, int child_mode, int with_scope) {
+  memset(c, 0, sizeof *c);
+  c->child.mode = child_mode;
+  c->with_scope = with_scope;
+  assert_int_equal(run_stepped_virtual(start_root, c), 0);
+}
+
 static void test_stepped_start_pends_then_writes_the_started_value(void **state) {
   (void)state;
   struct start_ctx c;
-  memset(&c, 0, sizeof c);
-  c.child.mode = 0;
-  assert_int_equal(run_stepped_virtual(start_root, &c), 0);
+  run_start(&c, 0, 0);
   assert_int_equal(c.rc_start_raw, BRAID_EPENDING);
   assert_int_equal(c.rc_start, 0);
   assert_ptr_equal(c.value, &c.child.value_storage);
@@ -988,9 +825,7 @@ static void test_stepped_start_pends_then_writes_the_started_value(void **state)
 static void test_stepped_start_returns_failure_and_payload_from_before_started(void **state) {
   (void)state;
   struct start_ctx c;
-  memset(&c, 0, sizeof c);
-  c.child.mode = 1;
-  assert_int_equal(run_stepped_virtual(start_root, &c), 0);
+  run_start(&c, 1, 0);
   assert_int_equal(c.rc_start, 31);
   assert_ptr_equal(c.value, &c.child.p);
   assert_int_equal(c.dtor_after_start, 0);
@@ -1002,9 +837,7 @@ static void test_stepped_start_returns_failure_and_payload_from_before_started(v
 static void test_stepped_start_of_child_returning_without_started_is_estate(void **state) {
   (void)state;
   struct start_ctx c;
-  memset(&c, 0, sizeof c);
-  c.child.mode = 2;
-  assert_int_equal(run_stepped_virtual(start_root, &c), 0);
+  run_start(&c, 2, 0);
   assert_int_equal(c.rc_start, BRAID_ESTATE);
   assert_int_equal(c.rc_close, 0);
   assert_int_equal(c.nfail, 0);
@@ -1013,9 +846,7 @@ static void test_stepped_start_of_child_returning_without_started_is_estate(void
 static void test_stepped_started_twice_is_estate(void **state) {
   (void)state;
   struct start_ctx c;
-  memset(&c, 0, sizeof c);
-  c.child.mode = 3;
-  assert_int_equal(run_stepped_virtual(start_root, &c), 0);
+  run_start(&c, 3, 0);
   assert_int_equal(c.rc_start, 0);
   assert_int_equal(c.child.rc_started, 0);
   assert_int_equal(c.child.rc_started_again, BRAID_ESTATE);
@@ -1025,10 +856,7 @@ static void test_stepped_started_twice_is_estate(void **state) {
 static void test_stepped_cancelling_start_cancels_the_child_and_waits_for_it(void **state) {
   (void)state;
   struct start_ctx c;
-  memset(&c, 0, sizeof c);
-  c.child.mode = 4;
-  c.with_scope = 1;
-  assert_int_equal(run_stepped_virtual(start_root, &c), 0);
+  run_start(&c, 4, 1);
   assert_int_equal(c.child.rc_wait, BRAID_ECANCELED);
   assert_int_equal(c.child.cleanup_done_at, 2 * SEC);
   assert_int_equal(c.rc_start, BRAID_ECANCELED);
@@ -1060,18 +888,10 @@ static int stepped_starts_stackful_root(braid_task *self, void *ctx, int resume)
   switch (c->co.pc) {
   case 0:
     CHECK_INT(braid_group_open(self, &c->g), 0);
-    c->rc_start_raw = braid_group_start(c->g, self, stackful_ready_after_one_second, c, NULL, &c->value);
-    if (c->rc_start_raw != BRAID_EPENDING) {
-      c->rc_start = c->rc_start_raw;
-    } else {
-      c->co.pc = 1;
-      return BRAID_EPENDING;
-    case 1:
-      c->rc_start = resume;
-    }
+    AWAIT_TO(&c->co, c->rc_start,
+             c->rc_start_raw = braid_group_start(c->g, self, stackful_ready_after_one_second, c, NULL, &c->value));
     c->started_at = braid_now(self);
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_close, braid_group_close(c->g, 0));
     CHECK_INT(braid_group_free(c->g), 0);
     return 0;
   }
@@ -1092,89 +912,58 @@ static void test_stepped_caller_starts_a_stackful_child(void **state) {
 
 /* ---- misnested end, misuse --------------------------------------------- */
 
-struct left_open_ctx {
+/* A stepped root waits in the close of a group with one stepped child. */
+struct lone_child_ctx {
   co_state co;
-  braid_scope *scope;
+  braid_step_fn child;
+  braid_scope *scope; /* for stepped_return_inside_scope */
   braid_group *g;
-  int rc_close, code;
-  size_t nfail;
+  group_result r;
   int rc_unref;
 };
 
 static int stepped_return_inside_scope(braid_task *self, void *ctx, int resume) {
   (void)resume;
-  struct left_open_ctx *c = ctx;
+  struct lone_child_ctx *c = ctx;
   CHECK_INT(braid_scope_enter(self, c->scope), 0);
   return 0;
 }
 
-static int left_open_root(braid_task *self, void *ctx, int resume) {
-  struct left_open_ctx *c = ctx;
+static int lone_child_root(braid_task *self, void *ctx, int resume) {
+  struct lone_child_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
     c->scope = new_scope(BRAID_NEVER, 0);
-    CHECK_INT(braid_group_open(self, &c->g), 0);
-    CHECK_INT(braid_group_spawn_stepped(c->g, stepped_return_inside_scope, c, NULL, NULL), 0);
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
-    c->nfail = braid_group_failure_count(c->g);
-    if (c->nfail > 0) CHECK_INT(braid_group_failure(c->g, 0, &c->code, NULL, NULL), 0);
-    CHECK_INT(braid_group_free(c->g), 0);
+    c->g = open_group(self);
+    CHECK_INT(braid_group_spawn_stepped(c->g, c->child, c, NULL, NULL), 0);
+    AWAIT_TO(&c->co, c->r.rc_close, braid_group_close(c->g, 0));
+    c->r = free_closed_group(c->g, c->r.rc_close);
     c->rc_unref = braid_scope_unref(c->scope);
     return 0;
   }
   return CO_FELL_OFF;
 }
 
-static void test_stepped_task_returning_with_a_scope_open_ends_with_estate(void **state) {
-  (void)state;
-  struct left_open_ctx c;
+/* The misuse ends the child with the failure BRAID_ESTATE; nothing leaks. */
+static void assert_lone_child_fails_with_estate(braid_step_fn child) {
+  struct lone_child_ctx c;
   memset(&c, 0, sizeof c);
-  assert_int_equal(run_stepped_virtual(left_open_root, &c), 0);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, BRAID_ESTATE);
+  c.child = child;
+  assert_int_equal(run_stepped_virtual(lone_child_root, &c), 0);
+  assert_int_equal(c.r.rc_close, BRAID_EFAILED);
+  assert_int_equal(c.r.nfail, 1);
+  assert_int_equal(c.r.code, BRAID_ESTATE);
   assert_int_equal(c.rc_unref, 0);
 }
 
-static int pending_without_wait(braid_task *self, void *ctx, int resume) {
-  (void)self;
-  (void)ctx;
-  (void)resume;
-  return BRAID_EPENDING;
-}
-
-struct bogus_ctx {
-  co_state co;
-  braid_group *g;
-  int rc_close, code;
-  size_t nfail;
-};
-
-static int bogus_pending_root(braid_task *self, void *ctx, int resume) {
-  struct bogus_ctx *c = ctx;
-  switch (c->co.pc) {
-  case 0:
-    CHECK_INT(braid_group_open(self, &c->g), 0);
-    CHECK_INT(braid_group_spawn_stepped(c->g, pending_without_wait, NULL, NULL, NULL), 0);
-    AWAIT(&c->co, braid_group_close(c->g, 0));
-    c->rc_close = c->co.rc;
-    c->nfail = braid_group_failure_count(c->g);
-    if (c->nfail > 0) CHECK_INT(braid_group_failure(c->g, 0, &c->code, NULL, NULL), 0);
-    CHECK_INT(braid_group_free(c->g), 0);
-    return 0;
-  }
-  return CO_FELL_OFF;
+static void test_stepped_task_returning_with_a_scope_open_ends_with_estate(void **state) {
+  (void)state;
+  assert_lone_child_fails_with_estate(stepped_return_inside_scope);
 }
 
 static void test_stepped_child_pending_without_a_wait_fails_with_estate(void **state) {
   (void)state;
-  struct bogus_ctx c;
-  memset(&c, 0, sizeof c);
-  assert_int_equal(run_stepped_virtual(bogus_pending_root, &c), 0);
-  assert_int_equal(c.rc_close, BRAID_EFAILED);
-  assert_int_equal(c.nfail, 1);
-  assert_int_equal(c.code, BRAID_ESTATE);
+  assert_lone_child_fails_with_estate(step_pending_without_wait);
 }
 
 /* ---- cancellation from another thread (real clock) --------------------- */
@@ -1201,17 +990,14 @@ static int thread_cancel_root(braid_task *self, void *ctx, int resume) {
   struct thread_cancel_ctx *c = ctx;
   switch (c->co.pc) {
   case 0:
-    c->s = new_scope(BRAID_NEVER, 0);
+    c->s = enter_new_scope(self, BRAID_NEVER, 0);
     c->thread_ref = braid_scope_ref(c->s);
-    CHECK_INT(braid_scope_enter(self, c->s), 0);
     c->r0 = real_ns();
     CHECK_INT(pthread_create(&c->thread, NULL, cancel_soon, c), 0);
-    AWAIT(&c->co, braid_sleep(self, 30 * SEC));
-    c->rc_sleep = c->co.rc;
+    AWAIT_TO(&c->co, c->rc_sleep, braid_sleep(self, 30 * SEC));
     c->real_elapsed = real_ns() - c->r0;
-    c->rc_exit = braid_scope_exit(c->s, c->rc_sleep);
+    c->rc_exit = leave_scope(c->s, c->rc_sleep, NULL);
     CHECK_INT(pthread_join(c->thread, NULL), 0);
-    CHECK_INT(braid_scope_unref(c->s), 0);
     return 0;
   }
   return CO_FELL_OFF;

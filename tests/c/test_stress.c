@@ -8,7 +8,7 @@
  * mappings, so at most ~25,000 stackful tasks may be alive at once: the
  * 100,000 stackful tasks are spawned in batches that finish in between.
  */
-#include "helpers.h"
+#include "core_helpers.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +39,7 @@ static int trivial_root(braid_task *self, void *arg) {
   braid_loop *loop = braid_task_loop(self);
   c->before.size = c->after.size = sizeof(braid_loop_stats);
   CHECK_INT(braid_loop_get_stats(loop, &c->before), 0);
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   braid_spawn_opts o = spawn_opts(NULL, 16 * 1024);
   for (int i = 0; i < TRIVIAL_TOTAL; i++) {
     if (!CHECK_INT(braid_group_spawn(g, trivial_child, c, &o, NULL), 0)) break;
@@ -75,6 +74,37 @@ static void test_stress_100000_trivial_stackful_tasks_in_one_group(void **state)
 
 #define STEPPED_TOTAL 100000
 
+/* A group full of sleepers, cancelled after a second: what it looked like
+ * just before, and what its close made of the cancellation. */
+struct crowd {
+  size_t alive_before_cancel;
+  uint64_t stacks_mapped_while_asleep;
+  int rc_close, caught;
+  braid_time_t closed_at;
+};
+
+static void cancel_crowd_after_a_second(braid_task *self, braid_group *g, struct crowd *c) {
+  CHECK_INT(braid_sleep(self, SEC), 0);
+  c->alive_before_cancel = braid_group_child_count(g);
+  braid_loop_stats st = {.size = sizeof st};
+  CHECK_INT(braid_loop_get_stats(braid_task_loop(self), &st), 0);
+  c->stacks_mapped_while_asleep = st.stacks_mapped;
+  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
+  c->rc_close = braid_group_close(g, 0);
+  c->closed_at = braid_now(self);
+  c->caught = braid_scope_cancelled_caught(braid_group_scope(g));
+  CHECK_INT(braid_group_free(g), 0);
+}
+
+/* All `total` were asleep; the close caught the group's own cancellation at
+ * 1 s. */
+static void assert_crowd_cancelled(const struct crowd *c, size_t total) {
+  assert_int_equal(c->alive_before_cancel, total);
+  assert_int_equal(c->rc_close, 0);
+  assert_int_equal(c->caught, 1);
+  assert_int_equal(c->closed_at, SEC);
+}
+
 struct sleeper {
   co_state co;
   int rc;
@@ -85,8 +115,7 @@ static int stepped_sleeper(braid_task *self, void *ctx, int resume) {
   struct sleeper *s = ctx;
   switch (s->co.pc) {
   case 0:
-    AWAIT(&s->co, braid_sleep(self, 3600 * SEC));
-    s->rc = s->co.rc;
+    AWAIT_TO(&s->co, s->rc, braid_sleep(self, 3600 * SEC));
     s->woke_at = braid_now(self);
     return s->rc;
   }
@@ -95,24 +124,15 @@ static int stepped_sleeper(braid_task *self, void *ctx, int resume) {
 
 struct stepped_ctx {
   struct sleeper *sleepers;
-  size_t alive_before_cancel;
-  int rc_close, caught;
-  braid_time_t closed_at;
+  struct crowd crowd;
 };
 
 static int stepped_many_root(braid_task *self, void *arg) {
   struct stepped_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < STEPPED_TOTAL; i++)
     if (!CHECK_INT(braid_group_spawn_stepped(g, stepped_sleeper, &c->sleepers[i], NULL, NULL), 0)) break;
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  c->alive_before_cancel = braid_group_child_count(g);
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->closed_at = braid_now(self);
-  c->caught = braid_scope_cancelled_caught(braid_group_scope(g));
-  CHECK_INT(braid_group_free(g), 0);
+  cancel_crowd_after_a_second(self, g, &c->crowd);
   return 0;
 }
 
@@ -123,10 +143,7 @@ static void test_stress_100000_stepped_tasks_sleeping_then_cancelled(void **stat
   c.sleepers = calloc(STEPPED_TOTAL, sizeof *c.sleepers);
   assert_non_null(c.sleepers);
   assert_int_equal(run_virtual(stepped_many_root, &c), 0);
-  assert_int_equal(c.alive_before_cancel, STEPPED_TOTAL);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.caught, 1);
-  assert_int_equal(c.closed_at, SEC);
+  assert_crowd_cancelled(&c.crowd, STEPPED_TOTAL);
   long cancelled = 0, at_one_second = 0;
   for (int i = 0; i < STEPPED_TOTAL; i++) {
     cancelled += c.sleepers[i].rc == BRAID_ECANCELED;
@@ -149,9 +166,7 @@ static void test_stress_100000_stepped_tasks_sleeping_then_cancelled(void **stat
 
 struct stackful_ctx {
   long cancelled, woke_at_one_second, started;
-  size_t alive_before_cancel;
-  uint64_t stacks_mapped_while_asleep;
-  int rc_close, caught;
+  struct crowd crowd;
 };
 
 static int stackful_sleeper(braid_task *self, void *arg) {
@@ -165,20 +180,11 @@ static int stackful_sleeper(braid_task *self, void *arg) {
 
 static int stackful_many_root(braid_task *self, void *arg) {
   struct stackful_ctx *c = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   braid_spawn_opts o = spawn_opts(NULL, 32 * 1024);
   for (int i = 0; i < STACKFUL_TOTAL; i++)
     if (!CHECK_INT(braid_group_spawn(g, stackful_sleeper, c, &o, NULL), 0)) break;
-  CHECK_INT(braid_sleep(self, SEC), 0);
-  c->alive_before_cancel = braid_group_child_count(g);
-  braid_loop_stats st = {.size = sizeof st};
-  CHECK_INT(braid_loop_get_stats(braid_task_loop(self), &st), 0);
-  c->stacks_mapped_while_asleep = st.stacks_mapped;
-  CHECK_INT(braid_scope_cancel(braid_group_scope(g)), 0);
-  c->rc_close = braid_group_close(g, 0);
-  c->caught = braid_scope_cancelled_caught(braid_group_scope(g));
-  CHECK_INT(braid_group_free(g), 0);
+  cancel_crowd_after_a_second(self, g, &c->crowd);
   return 0;
 }
 
@@ -188,12 +194,10 @@ static void test_stress_20000_stackful_tasks_sleeping_concurrently_then_cancelle
   memset(&c, 0, sizeof c);
   assert_int_equal(run_virtual(stackful_many_root, &c), 0);
   assert_int_equal(c.started, STACKFUL_TOTAL);
-  assert_int_equal(c.alive_before_cancel, STACKFUL_TOTAL);
-  assert_true(c.stacks_mapped_while_asleep >= STACKFUL_TOTAL);
+  assert_crowd_cancelled(&c.crowd, STACKFUL_TOTAL);
+  assert_true(c.crowd.stacks_mapped_while_asleep >= STACKFUL_TOTAL);
   assert_int_equal(c.cancelled, STACKFUL_TOTAL);
   assert_int_equal(c.woke_at_one_second, STACKFUL_TOTAL);
-  assert_int_equal(c.rc_close, 0);
-  assert_int_equal(c.caught, 1);
 }
 
 /* ---- 10,000 deadlines moved while others fire --------------------------- */
@@ -221,15 +225,12 @@ static int mover_step(braid_task *self, void *ctx, int resume) {
   case 0:
     /* A deadline far away, then a sleep that ends before it... */
     CHECK_INT(braid_move_on_after(self, 1000 * SEC, &m->s), 0);
-    AWAIT(&m->co, braid_sleep(self, m->first));
-    m->rc_first_sleep = m->co.rc;
+    AWAIT_TO(&m->co, m->rc_first_sleep, braid_sleep(self, m->first));
     /* ...then the deadline moved (earlier for most, later for some). */
     CHECK_INT(braid_scope_set_deadline(m->s, m->moved_to), 0);
-    AWAIT(&m->co, braid_sleep_forever(self));
-    m->rc_wait = m->co.rc;
+    AWAIT_TO(&m->co, m->rc_wait, braid_sleep_forever(self));
     m->woke_at = braid_now(self);
-    m->rc_exit = braid_scope_exit(m->s, m->rc_wait);
-    CHECK_INT(braid_scope_unref(m->s), 0);
+    m->rc_exit = leave_scope(m->s, m->rc_wait, NULL);
     return m->rc_exit;
   }
   return CO_FELL_OFF;
@@ -237,12 +238,10 @@ static int mover_step(braid_task *self, void *ctx, int resume) {
 
 static int movers_root(braid_task *self, void *arg) {
   struct mover *m = arg;
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   for (int i = 0; i < MOVED_TOTAL; i++)
     if (!CHECK_INT(braid_group_spawn_stepped(g, mover_step, &m[i], NULL, NULL), 0)) break;
-  CHECK_INT(braid_group_close(g, 0), 0);
-  CHECK_INT(braid_group_free(g), 0);
+  close_group(g);
   return 0;
 }
 
@@ -279,9 +278,7 @@ struct deep_ctx {
   int deepest;
   braid_time_t leaf_deadline;
   int leaf_rc;
-  int close_rc[DEPTH + 1]; /* close result at each level that has a group */
-  size_t nfail[DEPTH + 1];
-  int code[DEPTH + 1];
+  group_result level[DEPTH + 1]; /* at each level that has a group */
 };
 
 struct level_arg {
@@ -304,16 +301,11 @@ static int deep_level(braid_task *self, void *arg) {
     c->leaf_rc = braid_sleep_forever(self);
     return c->leaf_rc;
   }
-  braid_group *g = NULL;
-  CHECK_INT(braid_group_open(self, &g), 0);
+  braid_group *g = open_group(self);
   struct level_arg next = {c, depth + 1}; /* lives until close returns */
   CHECK_INT(braid_group_spawn(g, deep_level, &next, NULL, NULL), 0);
-  int rc = braid_group_close(g, 0);
-  c->close_rc[depth] = rc;
-  c->nfail[depth] = braid_group_failure_count(g);
-  if (c->nfail[depth] > 0) CHECK_INT(braid_group_failure(g, 0, &c->code[depth], NULL, NULL), 0);
-  CHECK_INT(braid_group_free(g), 0);
-  return rc;
+  c->level[depth] = close_and_free_group(g, 0);
+  return c->level[depth].rc_close;
 }
 
 static int deep_root(braid_task *self, void *arg) {
@@ -321,10 +313,7 @@ static int deep_root(braid_task *self, void *arg) {
   braid_scope *s = NULL;
   CHECK_INT(braid_move_on_after(self, 5 * SEC, &s), 0);
   struct level_arg top = {c, 0};
-  int rc = deep_level(self, &top);
-  rc = braid_scope_exit(s, rc);
-  CHECK_INT(braid_scope_unref(s), 0);
-  return rc;
+  return leave_scope(s, deep_level(self, &top), NULL);
 }
 
 static void test_stress_groups_nested_50_deep_are_all_cancelled_by_an_outer_deadline(void **state) {
@@ -336,8 +325,8 @@ static void test_stress_groups_nested_50_deep_are_all_cancelled_by_an_outer_dead
   assert_int_equal(c.leaf_deadline, 5 * SEC);
   assert_int_equal(c.leaf_rc, BRAID_ECANCELED);
   for (int d = 0; d < DEPTH; d++) {
-    assert_int_equal(c.close_rc[d], BRAID_ECANCELED);
-    assert_int_equal(c.nfail[d], 0);
+    assert_int_equal(c.level[d].rc_close, BRAID_ECANCELED);
+    assert_int_equal(c.level[d].nfail, 0);
   }
 }
 
@@ -349,12 +338,12 @@ static void test_stress_failure_at_depth_50_propagates_through_every_level(void 
   assert_int_equal(run_virtual(deep_root, &c), BRAID_EFAILED);
   assert_int_equal(c.deepest, DEPTH);
   assert_int_equal(c.leaf_rc, 7);
-  assert_int_equal(c.close_rc[DEPTH - 1], BRAID_EFAILED);
-  assert_int_equal(c.code[DEPTH - 1], 7);
+  assert_int_equal(c.level[DEPTH - 1].rc_close, BRAID_EFAILED);
+  assert_int_equal(c.level[DEPTH - 1].code, 7);
   for (int d = 0; d < DEPTH - 1; d++) {
-    assert_int_equal(c.close_rc[d], BRAID_EFAILED);
-    assert_int_equal(c.nfail[d], 1);
-    assert_int_equal(c.code[d], BRAID_EFAILED);
+    assert_int_equal(c.level[d].rc_close, BRAID_EFAILED);
+    assert_int_equal(c.level[d].nfail, 1);
+    assert_int_equal(c.level[d].code, BRAID_EFAILED);
   }
 }
 

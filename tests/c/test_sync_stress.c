@@ -13,9 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define USEC BRAID_USEC
-
 #if defined(__SANITIZE_THREAD__)
 #define TASK_OPS 50
 #define THREAD_OPS 1000
@@ -99,14 +96,19 @@ static void leave_sem(shared *sh) {
   atomic_fetch_add(&sh->sem_ops, 1);
 }
 
-/* ---- stackful tasks ------------------------------------------------------------------ */
+/* ---- stackful tasks and plain threads ------------------------------------------------ */
 
-/* Acquire the lock; every 5th attempt with a 20 us deadline (retried when
- * it expires). */
-static void task_lock(braid_task *self, actor *a, int i) {
+/* Acquire the lock, as a stackful task (self) or a plain thread (NULL);
+ * every 5th attempt with a 20 us deadline (retried when it expires). */
+static void lock_with_deadlines(braid_task *self, actor *a, int i) {
   if (i % 5 == 4) {
     braid_scope *s = NULL;
-    CHECK_INT(braid_move_on_after(self, 20 * USEC, &s), 0);
+    if (self) {
+      CHECK_INT(braid_move_on_after(self, 20 * USEC, &s), 0);
+    } else {
+      s = new_scope(braid_now(NULL) + 20 * USEC, 0);
+      CHECK_INT(braid_scope_enter(NULL, s), 0);
+    }
     int rc = braid_lock_acquire(self, a->sh->l);
     CHECK_INT(braid_scope_exit(s, rc), 0);
     CHECK_INT(braid_scope_unref(s), 0);
@@ -117,21 +119,9 @@ static void task_lock(braid_task *self, actor *a, int i) {
   CHECK_INT(braid_lock_acquire(self, a->sh->l), 0);
 }
 
-static int task_body(braid_task *self, void *arg) {
-  actor *a = arg;
-  shared *sh = a->sh;
-  for (int i = 0; i < a->ops && check_failures() == 0; i++) {
-    task_lock(self, a, i);
-    enter_cs(sh);
-    if (i % 3 == 0) CHECK_INT(braid_checkpoint(self), 0); /* others queue up meanwhile */
-    leave_cs(sh);
-    CHECK_INT(braid_lock_release(self, sh->l), 0);
-    CHECK_INT(braid_semaphore_acquire(self, sh->s), 0);
-    enter_sem(sh);
-    if (i % 2 == 0) CHECK_INT(braid_checkpoint(self), 0);
-    leave_sem(sh);
-    CHECK_INT(braid_semaphore_release(sh->s), 0);
-  }
+/* Send the actor's messages, or receive until the end of the stream; as a
+ * stackful task (self) or a plain thread (NULL). */
+static void channel_phase(braid_task *self, actor *a) {
   if (a->sender_id >= 0) {
     for (int i = 0; i < a->msgs; i++)
       if (!CHECK_INT(braid_channel_send(self, a->tx, msg(a->sender_id, i)), 0)) break;
@@ -144,6 +134,24 @@ static int task_body(braid_task *self, void *arg) {
     CHECK_INT(rc, BRAID_EEOF);
     CHECK_INT(braid_receiver_free(a->rx), 0);
   }
+}
+
+static int task_body(braid_task *self, void *arg) {
+  actor *a = arg;
+  shared *sh = a->sh;
+  for (int i = 0; i < a->ops && check_failures() == 0; i++) {
+    lock_with_deadlines(self, a, i);
+    enter_cs(sh);
+    if (i % 3 == 0) CHECK_INT(braid_checkpoint(self), 0); /* others queue up meanwhile */
+    leave_cs(sh);
+    CHECK_INT(braid_lock_release(self, sh->l), 0);
+    CHECK_INT(braid_semaphore_acquire(self, sh->s), 0);
+    enter_sem(sh);
+    if (i % 2 == 0) CHECK_INT(braid_checkpoint(self), 0);
+    leave_sem(sh);
+    CHECK_INT(braid_semaphore_release(sh->s), 0);
+  }
+  channel_phase(self, a);
   return 0;
 }
 
@@ -227,25 +235,11 @@ static void *loop_thread(void *arg) {
 
 /* ---- plain threads ------------------------------------------------------------------- */
 
-static void thread_lock(actor *a, int i) {
-  if (i % 5 == 4) {
-    braid_scope *s = new_scope(braid_now(NULL) + 20 * USEC, 0);
-    CHECK_INT(braid_scope_enter(NULL, s), 0);
-    int rc = braid_lock_acquire(NULL, a->sh->l);
-    CHECK_INT(braid_scope_exit(s, rc), 0);
-    CHECK_INT(braid_scope_unref(s), 0);
-    if (rc == 0) return;
-    CHECK_INT(rc, BRAID_ECANCELED);
-    atomic_fetch_add(&a->sh->cancelled_waits, 1);
-  }
-  CHECK_INT(braid_lock_acquire(NULL, a->sh->l), 0);
-}
-
 static void *thread_body(void *arg) {
   actor *a = arg;
   shared *sh = a->sh;
   for (int i = 0; i < a->ops && check_failures() == 0; i++) {
-    thread_lock(a, i);
+    lock_with_deadlines(NULL, a, i);
     enter_cs(sh);
     if (i % 7 == 0) sched_yield();
     leave_cs(sh);
@@ -255,18 +249,7 @@ static void *thread_body(void *arg) {
     leave_sem(sh);
     CHECK_INT(braid_semaphore_release(sh->s), 0);
   }
-  if (a->sender_id >= 0) {
-    for (int i = 0; i < a->msgs; i++)
-      if (!CHECK_INT(braid_channel_send(NULL, a->tx, msg(a->sender_id, i)), 0)) break;
-    CHECK_INT(braid_sender_free(a->tx), 0);
-  } else {
-    void *item;
-    int rc;
-    while ((rc = braid_channel_receive(NULL, a->rx, &item)) == 0)
-      record_item(a, item);
-    CHECK_INT(rc, BRAID_EEOF);
-    CHECK_INT(braid_receiver_free(a->rx), 0);
-  }
+  channel_phase(NULL, a);
   atomic_fetch_add(&sh->finished, 1);
   return NULL;
 }
@@ -347,6 +330,25 @@ static void *cb_thread_body(void *arg) {
 
 /* ---- the test -------------------------------------------------------------------------- */
 
+/* Set an actor up as a sender (a clone of tx, the next sender id) or a
+ * receiver (a clone of rx). */
+static void actor_init(actor *a, shared *sh, int kind, int ops, int msgs, int sends, braid_sender *tx,
+                       braid_receiver *rx, int *next_sender) {
+  a->sh = sh;
+  a->kind = kind;
+  a->ops = ops;
+  a->msgs = msgs;
+  for (int k = 0; k < SENDERS; k++)
+    a->last_seq[k] = -1;
+  if (sends) {
+    a->sender_id = (*next_sender)++;
+    assert_int_equal(braid_sender_clone(tx, &a->tx), 0);
+  } else {
+    a->sender_id = -1;
+    assert_int_equal(braid_receiver_clone(rx, &a->rx), 0);
+  }
+}
+
 static void test_sync_stress_threads_and_two_loops_hammer_a_lock_a_semaphore_and_a_channel(void **state) {
   (void)state;
   shared *sh = calloc(1, sizeof *sh);
@@ -364,39 +366,13 @@ static void test_sync_stress_threads_and_two_loops_hammer_a_lock_a_semaphore_and
   int next_sender = 0;
   long expected_msgs = 0;
   for (int i = 0; i < LOOPS * TASKS_PER_LOOP; i++) {
-    actor *a = &tasks[i];
-    a->sh = sh;
-    a->kind = i % 3 == 0 ? A_STEPPED : A_TASK;
-    a->ops = TASK_OPS;
-    a->msgs = TASK_MSGS;
-    for (int k = 0; k < SENDERS; k++)
-      a->last_seq[k] = -1;
-    if (i % 2 == 0) {
-      a->sender_id = next_sender++;
-      assert_int_equal(braid_sender_clone(tx, &a->tx), 0);
-      expected_msgs += a->msgs;
-    } else {
-      a->sender_id = -1;
-      assert_int_equal(braid_receiver_clone(rx, &a->rx), 0);
-    }
+    actor_init(&tasks[i], sh, i % 3 == 0 ? A_STEPPED : A_TASK, TASK_OPS, TASK_MSGS, i % 2 == 0, tx, rx, &next_sender);
+    if (i % 2 == 0) expected_msgs += TASK_MSGS;
   }
   for (int i = 0; i < PLAIN_THREADS; i++) {
-    actor *a = &threads[i];
-    a->sh = sh;
-    a->kind = i == 3 ? A_CB_THREAD : A_THREAD;
-    a->ops = THREAD_OPS;
-    a->msgs = THREAD_MSGS;
-    a->token = (uint64_t)(500 + i);
-    for (int k = 0; k < SENDERS; k++)
-      a->last_seq[k] = -1;
-    if (i < 2) {
-      a->sender_id = next_sender++;
-      assert_int_equal(braid_sender_clone(tx, &a->tx), 0);
-      expected_msgs += a->msgs;
-    } else {
-      a->sender_id = -1;
-      assert_int_equal(braid_receiver_clone(rx, &a->rx), 0);
-    }
+    actor_init(&threads[i], sh, i == 3 ? A_CB_THREAD : A_THREAD, THREAD_OPS, THREAD_MSGS, i < 2, tx, rx, &next_sender);
+    threads[i].token = (uint64_t)(500 + i);
+    if (i < 2) expected_msgs += THREAD_MSGS;
   }
   assert_int_equal(next_sender, SENDERS);
   /* Only the clones stay open: the end of stream comes when the last

@@ -10,33 +10,9 @@
 
 #include <stdlib.h>
 
-#define SEC BRAID_SEC
-#define MSEC BRAID_MSEC
-
 #define ITEM_A ((void *)(uintptr_t)0xA1)
 #define ITEM_B ((void *)(uintptr_t)0xB2)
 #define ITEM_C ((void *)(uintptr_t)0xC3)
-
-static braid_lock_stats lstats(braid_lock *l) {
-  braid_lock_stats s;
-  memset(&s, 0, sizeof s);
-  s.size = sizeof s;
-  CHECK_INT(braid_lock_statistics(l, &s), 0);
-  return s;
-}
-
-static braid_lock *new_lock(void) {
-  braid_lock *l = NULL;
-  CHECK_INT(braid_lock_new(&l), 0);
-  return l;
-}
-
-static int lock_wait(braid_task *t, sw *w) { return braid_lock_acquire(t, (braid_lock *)w->obj); }
-static int lock_wait_cb(sw *w, braid_wait_cb cb, void *ud, braid_wait **out) {
-  return braid_lock_acquire_cb((braid_lock *)w->obj, w->token, cb, ud, out);
-}
-static void lock_release_after(braid_task *t, sw *w) { CHECK_INT(braid_lock_release(t, (braid_lock *)w->obj), 0); }
-static const sw_ops lock_ops = {lock_wait, lock_wait_cb, lock_release_after};
 
 /* ---- braid_thread_id ------------------------------------------------------------ */
 
@@ -70,15 +46,23 @@ static void test_waiters_thread_id_is_positive_stable_and_distinct_per_thread(vo
 
 /* ---- braid_wait_cancel / braid_wait_free ------------------------------------------------- */
 
+/* A new lock held by this thread, with a callback waiter (foreign owner
+ * `token`, recording in r) queued on it. */
+static braid_lock *held_lock_with_cb_waiter(uint64_t token, cb_rec *r, braid_wait **w) {
+  braid_lock *l = new_lock();
+  assert_int_equal(braid_lock_acquire(NULL, l), 0);
+  cb_rec_init(r, NULL, 0);
+  *w = NULL;
+  assert_int_equal(braid_lock_acquire_cb(l, token, cb_record, r, w), BRAID_EPENDING);
+  return l;
+}
+
 static void
 test_waiters_wait_cancel_of_a_pending_waiter_calls_back_ecanceled_on_this_thread_before_returning(void **state) {
   (void)state;
-  braid_lock *l = new_lock();
-  assert_int_equal(braid_lock_acquire(NULL, l), 0);
   cb_rec r;
-  cb_rec_init(&r, NULL, 0);
-  braid_wait *w = NULL;
-  assert_int_equal(braid_lock_acquire_cb(l, 21, cb_record, &r, &w), BRAID_EPENDING);
+  braid_wait *w;
+  braid_lock *l = held_lock_with_cb_waiter(21, &r, &w);
   assert_non_null(w);
   assert_int_equal(lstats(l).waiting, 1);
   assert_int_equal(atomic_load(&r.calls), 0);
@@ -100,12 +84,9 @@ test_waiters_wait_cancel_of_a_pending_waiter_calls_back_ecanceled_on_this_thread
 
 static void test_waiters_wait_cancel_after_completion_is_estate_and_calls_nothing_more(void **state) {
   (void)state;
-  braid_lock *l = new_lock();
-  assert_int_equal(braid_lock_acquire(NULL, l), 0);
   cb_rec r;
-  cb_rec_init(&r, NULL, 0);
-  braid_wait *w = NULL;
-  assert_int_equal(braid_lock_acquire_cb(l, 21, cb_record, &r, &w), BRAID_EPENDING);
+  braid_wait *w;
+  braid_lock *l = held_lock_with_cb_waiter(21, &r, &w);
   assert_int_equal(braid_lock_release(NULL, l), 0);
   /* The releasing thread ran the callback before its release returned. */
   assert_int_equal(atomic_load(&r.calls), 1);
@@ -125,13 +106,10 @@ static void test_waiters_wait_cancel_after_completion_is_estate_and_calls_nothin
 
 static void test_waiters_wait_free_of_a_pending_waiter_cancels_it_and_leaves_the_queue(void **state) {
   (void)state;
-  braid_lock *l = new_lock();
-  assert_int_equal(braid_lock_acquire(NULL, l), 0);
   cb_rec a, b;
-  cb_rec_init(&a, NULL, 0);
+  braid_wait *wa, *wb = NULL;
+  braid_lock *l = held_lock_with_cb_waiter(1, &a, &wa);
   cb_rec_init(&b, NULL, 1);
-  braid_wait *wa = NULL, *wb = NULL;
-  assert_int_equal(braid_lock_acquire_cb(l, 1, cb_record, &a, &wa), BRAID_EPENDING);
   assert_int_equal(braid_lock_acquire_cb(l, 2, cb_record, &b, &wb), BRAID_EPENDING);
   assert_int_equal(lstats(l).waiting, 2);
   assert_int_equal(braid_wait_free(wa), 0);
@@ -170,45 +148,28 @@ static void slow_callback(void *ud, int result) {
   atomic_store(&s->finished, 1);
 }
 
-struct slow_holder {
-  braid_lock *l;
-  atomic_int held, go;
-};
-
-static void *hold_then_release(void *arg) {
-  struct slow_holder *c = arg;
-  CHECK_INT(braid_lock_acquire(NULL, c->l), 0);
-  atomic_store(&c->held, 1);
-  WAIT_UNTIL(NULL, atomic_load(&c->go));
-  CHECK_INT(braid_lock_release(NULL, c->l), 0); /* runs the slow callback here */
-  return NULL;
-}
-
 static void test_waiters_wait_free_while_the_callback_runs_on_another_thread_lets_it_finish_once(void **state) {
   (void)state;
-  struct slow_holder c;
-  memset(&c, 0, sizeof c);
-  c.l = new_lock();
-  pthread_t t;
-  assert_int_equal(pthread_create(&t, NULL, hold_then_release, &c), 0);
-  WAIT_UNTIL(NULL, atomic_load(&c.held));
+  braid_lock *l = new_lock();
+  lock_holder h;
+  lock_holder_start(&h, l);
   struct slow_cb s;
   memset(&s, 0, sizeof s);
   braid_wait *w = NULL;
-  assert_int_equal(braid_lock_acquire_cb(c.l, 3, slow_callback, &s, &w), BRAID_EPENDING);
-  atomic_store(&c.go, 1);
+  assert_int_equal(braid_lock_acquire_cb(l, 3, slow_callback, &s, &w), BRAID_EPENDING);
+  lock_holder_let_go(&h); /* its release runs the slow callback on its thread */
   WAIT_UNTIL(NULL, atomic_load(&s.entered));
   assert_int_equal(braid_wait_free(w), 0); /* the callback is running right now */
-  assert_int_equal(pthread_join(t, NULL), 0);
+  lock_holder_join(&h);
   assert_int_equal(atomic_load(&s.finished), 1);
   assert_int_equal(atomic_load(&s.calls), 1);
   assert_int_equal(atomic_load(&s.result), 0);
   /* It completed with the hand-off: the foreign owner has the lock. */
-  braid_lock_stats st = lstats(c.l);
+  braid_lock_stats st = lstats(l);
   assert_int_equal(st.owner_kind, BRAID_OWNER_FOREIGN);
   assert_int_equal(st.owner_id, 3);
-  assert_int_equal(braid_lock_release_owner(c.l, 3), 0);
-  assert_int_equal(braid_lock_free(c.l), 0);
+  assert_int_equal(braid_lock_release_owner(l, 3), 0);
+  assert_int_equal(braid_lock_free(l), 0);
 }
 
 /* ---- where callbacks run ------------------------------------------------------------------- */
@@ -232,10 +193,10 @@ struct six {
 
 /* Set up on the loop thread; `task` is the completer (NULL: a thread). */
 static void six_setup(struct six *x, braid_task *task) {
-  CHECK_INT(braid_lock_new(&x->l), 0);
-  CHECK_INT(braid_semaphore_new(0, 0, &x->s), 0);
-  CHECK_INT(braid_event_new(&x->e), 0);
-  CHECK_INT(braid_limiter_new(1, &x->m), 0);
+  x->l = new_lock();
+  x->s = new_sem(0, 0);
+  x->e = new_event();
+  x->m = new_limiter(1);
   CHECK_INT(braid_channel_new(0, NULL, &x->tx0, &x->rx0), 0);
   CHECK_INT(braid_channel_new(1, NULL, &x->tx1, &x->rx1), 0);
   CHECK_INT(braid_lock_acquire_nowait(task, x->l), 0);
@@ -293,6 +254,16 @@ static void six_check_and_free(struct six *x) {
   CHECK_INT(braid_receiver_free(x->rx1), 0);
 }
 
+/* Every callback ran once, on the given thread (and, if off_task is set,
+ * outside any task). */
+static void assert_six_ran_on(struct six *x, uint64_t thread, int off_task) {
+  for (int i = 0; i < SIX; i++) {
+    assert_int_equal(atomic_load(&x->r[i].calls), 1);
+    if (off_task) assert_int_equal(atomic_load(&x->r[i].on_task), 0);
+    assert_int_equal(atomic_load(&x->r[i].thread), thread);
+  }
+}
+
 static int six_stackful_root(braid_task *self, void *arg) {
   struct six *x = arg;
   x->loop_thread = braid_thread_id();
@@ -303,19 +274,33 @@ static int six_stackful_root(braid_task *self, void *arg) {
   return 0;
 }
 
+static void *six_loop_thread(void *arg) {
+  CHECK_INT(run_real(six_stackful_root, arg), 0);
+  return NULL;
+}
+
+/* Run six_stackful_root in a loop of this thread or of a new one; every
+ * callback ran on the loop's thread, outside any task. */
+static struct six *run_six_stackful(int on_another_thread) {
+  struct six *x = calloc(1, sizeof *x);
+  assert_non_null(x);
+  if (on_another_thread)
+    assert_int_equal(in_thread(six_loop_thread, x), 0);
+  else
+    assert_int_equal(run_real(six_stackful_root, x), 0);
+  assert_int_equal(check_failures(), 0);
+  assert_six_ran_on(x, x->loop_thread, 1);
+  return x;
+}
+
 static void
 test_waiters_callbacks_completed_by_a_stackful_task_run_on_its_loop_thread_off_the_task_stack(void **state) {
   (void)state;
-  struct six *x = calloc(1, sizeof *x);
-  assert_non_null(x);
-  assert_int_equal(run_real(six_stackful_root, x), 0);
-  for (int i = 0; i < SIX; i++) {
-    assert_int_equal(atomic_load(&x->r[i].on_task), 0);
-    assert_int_equal(atomic_load(&x->r[i].thread), x->loop_thread);
-    /* The loop runs on this (main) thread: the scheduler's stack is this
-     * thread's stack, far from the task's mapped stack. */
+  struct six *x = run_six_stackful(0);
+  /* The loop runs on this (main) thread: the scheduler's stack is this
+   * thread's stack, far from the task's mapped stack. */
+  for (int i = 0; i < SIX; i++)
     assert_false(near_addr(atomic_load(&x->r[i].frame), x->completer_frame, 256 * 1024));
-  }
   free(x);
 }
 
@@ -344,27 +329,14 @@ static void test_waiters_callbacks_completed_by_a_stepped_task_run_once_on_its_l
   struct six_step *c = calloc(1, sizeof *c);
   assert_non_null(c);
   assert_int_equal(run_stepped_real(six_stepped_root, c), 0);
-  for (int i = 0; i < SIX; i++)
-    assert_int_equal(atomic_load(&c->x.r[i].thread), c->x.loop_thread);
+  assert_six_ran_on(&c->x, c->x.loop_thread, 0);
   free(c);
-}
-
-static void *six_loop_thread(void *arg) {
-  CHECK_INT(run_real(six_stackful_root, arg), 0);
-  return NULL;
 }
 
 static void test_waiters_callbacks_completed_by_a_task_of_another_threads_loop_run_on_that_thread(void **state) {
   (void)state;
-  struct six *x = calloc(1, sizeof *x);
-  assert_non_null(x);
-  assert_int_equal(in_thread(six_loop_thread, x), 0);
-  assert_int_equal(check_failures(), 0);
+  struct six *x = run_six_stackful(1);
   assert_true(x->loop_thread != braid_thread_id());
-  for (int i = 0; i < SIX; i++) {
-    assert_int_equal(atomic_load(&x->r[i].on_task), 0);
-    assert_int_equal(atomic_load(&x->r[i].thread), x->loop_thread);
-  }
   free(x);
 }
 
@@ -376,10 +348,7 @@ static void test_waiters_callbacks_completed_by_a_plain_thread_run_on_it_before_
   six_complete(x, NULL);
   /* No loop involved: each completing call ran its callback itself. */
   assert_true(six_all_called(x));
-  for (int i = 0; i < SIX; i++) {
-    assert_int_equal(atomic_load(&x->r[i].thread), braid_thread_id());
-    assert_int_equal(atomic_load(&x->r[i].on_task), 0);
-  }
+  assert_six_ran_on(x, braid_thread_id(), 1);
   six_check_and_free(x);
   assert_int_equal(check_failures(), 0);
   free(x);
@@ -431,12 +400,6 @@ static void test_waiters_many_callbacks_on_one_lock_are_called_once_each_in_fifo
 }
 
 /* ---- races of completion against braid_wait_cancel / braid_wait_free ------------------------- */
-
-#if defined(__SANITIZE_THREAD__)
-#define RACE_ITERS 100
-#else
-#define RACE_ITERS 400
-#endif
 
 struct race_ctx {
   braid_lock *l;
@@ -516,6 +479,23 @@ static void test_waiters_race_release_against_wait_free_calls_back_once_and_neve
 
 /* ---- thread waiters and their scopes ----------------------------------------------------------- */
 
+/* Two scopes, one inside the other, entered by the calling thread. */
+typedef struct nested_scopes {
+  braid_scope *outer, *inner;
+} nested_scopes;
+
+static nested_scopes enter_nested(braid_scope *outer, braid_scope *inner) {
+  CHECK_INT(braid_scope_enter(NULL, outer), 0);
+  CHECK_INT(braid_scope_enter(NULL, inner), 0);
+  return (nested_scopes){outer, inner};
+}
+
+/* After both were exited. */
+static void unref_nested(nested_scopes n) {
+  CHECK_INT(braid_scope_unref(n.inner), 0);
+  CHECK_INT(braid_scope_unref(n.outer), 0);
+}
+
 struct shield_ctx {
   braid_lock *l;
   braid_event *e;
@@ -525,18 +505,14 @@ struct shield_ctx {
 
 static void *shield_thread(void *arg) {
   struct shield_ctx *c = arg;
-  braid_scope *outer = cancelled_scope();
-  braid_scope *inner = new_scope(BRAID_NEVER, BRAID_SHIELD);
-  CHECK_INT(braid_scope_enter(NULL, outer), 0);
-  CHECK_INT(braid_scope_enter(NULL, inner), 0);
+  nested_scopes n = enter_nested(cancelled_scope(), new_scope(BRAID_NEVER, BRAID_SHIELD));
   atomic_store(&c->waiting, 1);
   c->rc_shielded = braid_lock_acquire(NULL, c->l); /* waits: the shield hides the cancellation */
   if (c->rc_shielded == 0) CHECK_INT(braid_lock_release(NULL, c->l), 0);
-  c->rc_exit_inner = braid_scope_exit(inner, c->rc_shielded);
+  c->rc_exit_inner = braid_scope_exit(n.inner, c->rc_shielded);
   c->rc_event_outer = braid_event_wait(NULL, c->e); /* set, but the outer scope is cancelled */
-  c->rc_exit_outer = braid_scope_exit(outer, c->rc_event_outer);
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_exit_outer = braid_scope_exit(n.outer, c->rc_event_outer);
+  unref_nested(n);
   return NULL;
 }
 
@@ -545,7 +521,7 @@ static void test_waiters_a_thread_wait_in_a_shielded_scope_is_not_cancelled_by_a
   struct shield_ctx c;
   memset(&c, 0, sizeof c);
   c.l = new_lock();
-  assert_int_equal(braid_event_new(&c.e), 0);
+  c.e = new_event();
   assert_int_equal(braid_event_set(c.e), 0);
   assert_int_equal(braid_lock_acquire(NULL, c.l), 0);
   pthread_t t;
@@ -572,18 +548,14 @@ struct outer_deadline_ctx {
 
 static void *outer_deadline_thread(void *arg) {
   struct outer_deadline_ctx *c = arg;
-  braid_scope *outer = new_scope(braid_now(NULL) + 40 * MSEC, 0);
-  braid_scope *inner = new_scope(BRAID_NEVER, 0);
-  CHECK_INT(braid_scope_enter(NULL, outer), 0);
-  CHECK_INT(braid_scope_enter(NULL, inner), 0);
+  nested_scopes n = enter_nested(new_scope(braid_now(NULL) + 40 * MSEC, 0), new_scope(BRAID_NEVER, 0));
   int64_t t0 = real_ns();
   c->rc = braid_event_wait(NULL, c->e);
   c->elapsed = real_ns() - t0;
-  c->rc_exit_inner = braid_scope_exit(inner, c->rc);
-  c->rc_exit_outer = braid_scope_exit(outer, c->rc_exit_inner);
-  c->caught_outer = braid_scope_cancelled_caught(outer);
-  CHECK_INT(braid_scope_unref(inner), 0);
-  CHECK_INT(braid_scope_unref(outer), 0);
+  c->rc_exit_inner = braid_scope_exit(n.inner, c->rc);
+  c->rc_exit_outer = braid_scope_exit(n.outer, c->rc_exit_inner);
+  c->caught_outer = braid_scope_cancelled_caught(n.outer);
+  unref_nested(n);
   return NULL;
 }
 
@@ -591,7 +563,7 @@ static void test_waiters_a_thread_wait_ends_at_an_outer_scope_deadline_through_a
   (void)state;
   struct outer_deadline_ctx c;
   memset(&c, 0, sizeof c);
-  assert_int_equal(braid_event_new(&c.e), 0);
+  c.e = new_event();
   assert_int_equal(in_thread(outer_deadline_thread, &c), 0);
   assert_int_equal(c.rc, BRAID_ECANCELED);
   assert_true(c.elapsed >= 35 * MSEC);
@@ -646,16 +618,13 @@ struct ethread_ctx {
 static int ethread_root(braid_task *self, void *arg) {
   struct ethread_ctx *c = arg;
   braid_lock *l = new_lock();
-  braid_semaphore *s = NULL;
-  braid_event *e = NULL;
-  braid_limiter *m = NULL;
+  braid_semaphore *s = new_sem(0, 0);
+  braid_event *e = new_event();
+  braid_limiter *m = new_limiter(0);
   braid_sender *tx = NULL;
   braid_receiver *rx = NULL;
   braid_sender *tx0 = NULL;
   braid_receiver *rx0 = NULL;
-  CHECK_INT(braid_semaphore_new(0, 0, &s), 0);
-  CHECK_INT(braid_event_new(&e), 0);
-  CHECK_INT(braid_limiter_new(0, &m), 0);
   CHECK_INT(braid_channel_new(0, NULL, &tx, &rx), 0);
   CHECK_INT(braid_channel_new(0, NULL, &tx0, &rx0), 0);
   CHECK_INT(braid_lock_acquire(self, l), 0); /* held: a thread wait would block */
@@ -807,9 +776,9 @@ static int nomem_root(braid_task *self, void *arg) {
   struct nomem *n = arg;
   n->l = new_lock();
   CHECK_INT(braid_lock_acquire(self, n->l), 0);
-  CHECK_INT(braid_semaphore_new(0, 0, &n->s), 0);
-  CHECK_INT(braid_event_new(&n->e), 0);
-  CHECK_INT(braid_limiter_new(0, &n->m), 0);
+  n->s = new_sem(0, 0);
+  n->e = new_event();
+  n->m = new_limiter(0);
   CHECK_INT(braid_channel_new(0, NULL, &n->tx, &n->rx), 0);
   braid_group *g = NULL;
   CHECK_INT(braid_group_open(self, &g), 0);
