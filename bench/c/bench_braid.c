@@ -54,6 +54,13 @@ static double rep_raw_switch(long n) {
 /* ---- task_switch ---- */
 static long sw_n;
 static double sw_t0, sw_t1;
+
+/* Run `root` on a loop with `clock`; it times its n operations into
+ * sw_t0/sw_t1. Returns the time per operation. */
+static double per_op(braid_fn root, long n, int clock) {
+  bench_run(root, &n, clock);
+  return (sw_t1 - sw_t0) / n;
+}
 static int yielder(braid_task *self, void *arg) {
   (void)arg;
   for (long i = 0; i < sw_n; i++)
@@ -117,10 +124,7 @@ static int cp_root(braid_task *self, void *arg) {
   sw_t1 = now_ns();
   return 0;
 }
-static double rep_checkpoint(long n) {
-  bench_run(cp_root, &n, BRAID_CLOCK_VIRTUAL);
-  return (sw_t1 - sw_t0) / n;
-}
+static double rep_checkpoint(long n) { return per_op(cp_root, n, BRAID_CLOCK_VIRTUAL); }
 
 /* ---- spawn_join ---- */
 static int trivial(braid_task *self, void *arg) {
@@ -146,10 +150,7 @@ static int sj_root(braid_task *self, void *arg) {
   sw_t1 = now_ns();
   return 0;
 }
-static double rep_spawn_join(long n) {
-  bench_run(sj_root, &n, BRAID_CLOCK_VIRTUAL);
-  return (sw_t1 - sw_t0) / n;
-}
+static double rep_spawn_join(long n) { return per_op(sj_root, n, BRAID_CLOCK_VIRTUAL); }
 
 static int sjb_root(braid_task *self, void *arg) {
   long n = *(long *)arg;
@@ -171,8 +172,7 @@ static int sjb_root(braid_task *self, void *arg) {
 }
 static double rep_spawn_join_batch(long n) {
   n = (n + 9999) / 10000 * 10000;
-  bench_run(sjb_root, &n, BRAID_CLOCK_VIRTUAL);
-  return (sw_t1 - sw_t0) / n;
+  return per_op(sjb_root, n, BRAID_CLOCK_VIRTUAL);
 }
 
 /* ---- scopes ---- */
@@ -201,13 +201,9 @@ static int scope_dl_root(braid_task *self, void *arg) {
   sw_t1 = now_ns();
   return 0;
 }
-static double rep_scope(long n) {
-  bench_run(scope_root, &n, BRAID_CLOCK_VIRTUAL);
-  return (sw_t1 - sw_t0) / n;
-}
+static double rep_scope(long n) { return per_op(scope_root, n, BRAID_CLOCK_VIRTUAL); }
 static double rep_scope_dl(long n) {
-  bench_run(scope_dl_root, &n, BRAID_CLOCK_REAL); /* the deadline check reads the clock */
-  return (sw_t1 - sw_t0) / n;
+  return per_op(scope_dl_root, n, BRAID_CLOCK_REAL); /* the deadline check reads the clock */
 }
 
 /* ---- cancellation of many sleepers ---- */
