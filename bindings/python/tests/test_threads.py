@@ -16,15 +16,9 @@ import pytest
 
 import braid
 from braid import from_thread, to_thread
+from support import wait_until
 
 TIMEOUT = 10
-
-
-async def wait_until(pred, timeout=TIMEOUT):
-    """Poll pred() while letting the loop (and worker threads) run."""
-    with braid.fail_after(timeout):
-        while not pred():
-            await braid.sleep(0.001)
 
 
 def call_with_timeout(fn, *args, timeout=TIMEOUT):
